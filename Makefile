@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (see README).
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+CORPUS ?= ../shared/corpora/bench_50mb.txt.gz
+
+.PHONY: setup setup-test chromium demo test test-fast bench bench-tokenizer bench-model dev
+
+# torch first: on a machine without torch this takes the pinned CPU build instead of letting the
+# open `torch>=` range pull a multi-GB CUDA build. A GPU user's own torch is kept.
+setup:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	$(PIP) install -q -e .
+
+setup-test: setup
+	$(PIP) install -q -e '.[test]'
+
+# The browser test drives Debian's Chromium (no browser download is possible here).
+chromium:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+demo: setup
+	$(PYTHON) -m cs336_assets.demo
+
+dev: setup
+	$(PYTHON) -m cs336_assets.demo --prepare-only
+	dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: setup-test chromium
+	$(PYTHON) -m pytest -q
+
+test-fast: setup-test
+	$(PYTHON) -m pytest -q -m "not slow and not e2e"
+
+bench: bench-tokenizer bench-model
+
+bench-tokenizer: setup-test
+	$(PYTHON) bench/bench_tokenizer.py --corpus $(CORPUS)
+
+bench-model: setup-test
+	$(PYTHON) bench/bench_model.py

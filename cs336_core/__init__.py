@@ -1,0 +1,55 @@
+"""cs336_core: Stanford CS336 assignment 1 written from scratch (no Dagster in here).
+
+Modules, one per concept:
+  tokenization  byte-level BPE: train_bpe, Tokenizer, encode_file, on-disk format
+  model         Linear ... TransformerLM, ModelConfig (the typed, serialisable model shape)
+  optim         cross_entropy, AdamW, SGD, lr_cosine_schedule, clip_gradients
+  data          memory-mapped token files, get_batch, fixed validation batches
+  training      TrainConfig, train(), checkpoints, resume, DDP, the training CLI
+  decoding      generate() with temperature, top-p and a KV cache
+  accounting    parameter, FLOP and memory arithmetic of the handout's written problems
+  corpora       embedded corpora (generated stories, stdlib prose) and the resumable downloader
+  reporting     loss-curve tables and plots, Markdown rendering for the report
+  files, progress  atomic writes and progress callbacks shared by all of the above
+
+Names are imported lazily so `import cs336_core` stays cheap (tokenizer worker processes need
+no torch) while `from cs336_core import X` works for every public name.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "tokenization": [
+        "train_bpe", "Tokenizer", "encode_file", "save_vocab_merges", "load_vocab_merges",
+        "GPT2_PRETOKENIZE_PATTERN",
+    ],
+    "model": [
+        "Linear", "Embedding", "RMSNorm", "SwiGLU", "SiLUFeedForward", "silu", "softmax",
+        "RotaryPositionalEmbedding", "scaled_dot_product_attention", "MultiHeadSelfAttention",
+        "TransformerBlock", "TransformerLM", "ModelConfig", "default_d_ff",
+    ],
+    "optim": ["cross_entropy", "AdamW", "SGD", "lr_cosine_schedule", "clip_gradients"],
+    "data": ["get_batch", "load_tokens", "validation_batches"],
+    "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint"],
+    "decoding": ["generate"],
+    "accounting": ["ModelShape", "count_parameters", "forward_flops", "training_memory", "adamw_step_flops"],
+    "files": ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"],
+    "progress": ["ProgressFn", "ConsoleProgress", "ThrottledLog"],
+}
+_NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_NAME_TO_MODULE)
+
+
+def __getattr__(name: str):
+    module = _NAME_TO_MODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cs336_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,70 @@
+"""Progress reporting shared by the CLI (a terminal bar) and Dagster (log lines with ETA).
+
+Long-running functions in cs336_core accept `progress: ProgressFn | None` and call it as
+`progress(phase, done, total)`; `total` may be 0 when unknown. They never print on their own.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class ConsoleProgress:
+    """A tqdm bar per phase, for command-line entry points."""
+
+    def __init__(self, unit: str = "it", file=sys.stderr):
+        self.unit = unit
+        self.file = file
+        self._bar = None
+        self._phase: str | None = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if phase != self._phase:
+            self.close()
+            self._phase = phase
+            self._bar = tqdm(total=total or None, desc=phase, unit=self.unit, file=self.file, dynamic_ncols=True)
+        bar = self._bar
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class ThrottledLog:
+    """Calls `log(message)` with percent and ETA at most every `interval` seconds per phase.
+
+    Used by Dagster assets (with `context.log.info`) so runs show progress while they run.
+    """
+
+    def __init__(self, log: Callable[[str], None], interval: float = 5.0):
+        self.log = log
+        self.interval = interval
+        self._phase: str | None = None
+        self._start = 0.0
+        self._last = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if phase != self._phase:
+            self._phase, self._start, self._last = phase, now, 0.0
+        finished = bool(total) and done >= total
+        if not finished and now - self._last < self.interval:
+            return
+        self._last = now
+        elapsed = now - self._start
+        if total:
+            frac = done / total
+            eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+            self.log(f"{phase}: {done:,}/{total:,} ({100 * frac:.1f}%), elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+        else:
+            self.log(f"{phase}: {done:,} done, elapsed {elapsed:.0f}s")

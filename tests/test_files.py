@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from cs336_core.files import atomic_path, atomic_write_json, atomic_write_text
+from cs336_core.progress import ThrottledLog
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    dest = tmp_path / "sub" / "a.json"
+    atomic_write_json(dest, {"x": 1})
+    assert json.loads(dest.read_text()) == {"x": 1}
+    atomic_write_text(dest, "second")
+    assert dest.read_text() == "second"
+    assert [p.name for p in dest.parent.iterdir()] == ["a.json"]
+
+
+def test_atomic_path_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
+    dest = tmp_path / "a.txt"
+    dest.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("killed mid-write")
+    assert dest.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_throttled_log_reports_percent_and_eta():
+    lines = []
+    log = ThrottledLog(lines.append, interval=3600)
+    log("phase", 0, 10)
+    log("phase", 5, 10)  # throttled away
+    log("phase", 10, 10)  # completion always reported
+    assert len(lines) == 2
+    assert "10/10 (100.0%)" in lines[-1] and "ETA" in lines[-1]
