@@ -28,7 +28,7 @@ _EXPORTS = {
     "model": [
         "Linear", "Embedding", "RMSNorm", "SwiGLU", "SiLUFeedForward", "silu", "softmax",
         "RotaryPositionalEmbedding", "scaled_dot_product_attention", "MultiHeadSelfAttention",
-        "TransformerBlock", "TransformerLM", "ModelConfig", "default_d_ff",
+        "TransformerBlock", "TransformerLM", "ModelConfig", "default_d_ff", "KVCache",
     ],
     "optim": ["cross_entropy", "AdamW", "SGD", "lr_cosine_schedule", "clip_gradients"],
     "data": ["get_batch", "load_tokens", "validation_batches"],

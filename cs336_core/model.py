@@ -1,0 +1,438 @@
+"""A decoder-only Transformer language model, written from scratch (handout sections 3.4-3.6).
+
+Only nn.Parameter, the container modules and torch.nn.init.trunc_normal_ come from torch.nn. The one
+exception is the opt-in `fused_attention=True` path, which calls
+torch.nn.functional.scaled_dot_product_attention; the default path is the from-scratch one and
+tests/test_model.py checks that both agree.
+
+Variants (keyword-only, defaults = the handout's baseline) cover the handout's ablations:
+  norm="pre"    pre-norm blocks (baseline); "post" = post-norm blocks, z = norm(x + sublayer(x));
+                "none" = every RMSNorm removed, ln1/ln2 *and* ln_final (the handout's
+                layer_norm_ablation says "remove all of the RMSNorms"), so those keys leave the state
+                dict. Post-norm keeps ln_final so its state dict has the baseline's keys.
+  position="rope" | "nope" (no positional information at all; causal masking is the only signal)
+  ffn="swiglu" | "silu"  (w2(silu(w1 x)), no gate; d_ff defaults to 4*d_model so the parameter
+                count matches SwiGLU's 3 * d_model * 8/3 d_model)
+  tie_embeddings  lm_head shares token_embeddings' weight (initialised like lm_head, std
+                sqrt(2/(vocab+d_model)): embedding-scale std 1 would give huge initial logits)
+  fused_attention opt-in F.scaled_dot_product_attention
+
+Generation feeds only new tokens through `forward(token_ids, kv_cache=cache)` with a `KVCache`;
+positions continue from `cache.length`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+NormPlacement = Literal["pre", "post", "none"]
+PositionScheme = Literal["rope", "nope"]
+FeedForwardKind = Literal["swiglu", "silu"]
+
+
+def default_d_ff(d_model: int, multiple_of: int = 64) -> int:
+    """8/3 * d_model rounded to the nearest multiple of 64 (1344 for d_model 512, as in the handout)."""
+    return multiple_of * max(1, round(8 * d_model / 3 / multiple_of))
+
+
+def _trunc_normal_(weight: Tensor, std: float) -> Tensor:
+    return nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class Linear(nn.Module):
+    """y = x W^T without bias; W has shape (out_features, in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        _trunc_normal_(self.weight, std=math.sqrt(2.0 / (in_features + out_features)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight.T
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class Embedding(nn.Module):
+    """A lookup table of shape (num_embeddings, embedding_dim)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))
+        _trunc_normal_(self.weight, std=1.0)
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        return self.weight[token_ids]
+
+    def extra_repr(self) -> str:
+        return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
+
+
+class RMSNorm(nn.Module):
+    """x / RMS(x) * g, computed in float32 so bf16/fp16 inputs do not overflow the square."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        in_dtype = x.dtype
+        x = x.to(torch.float32)
+        inv_rms = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return (x * inv_rms * self.weight).to(in_dtype)
+
+
+def silu(x: Tensor) -> Tensor:
+    return x * torch.sigmoid(x)
+
+
+def softmax(x: Tensor, dim: int) -> Tensor:
+    """exp(x - max) / sum: subtracting the max keeps exp from overflowing (and -inf rows of a mask stay 0)."""
+    shifted = x - x.amax(dim=dim, keepdim=True)
+    exps = torch.exp(shifted)
+    return exps / exps.sum(dim=dim, keepdim=True)
+
+
+class SwiGLU(nn.Module):
+    """w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+        self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(silu(self.w1(x)) * self.w3(x))
+
+
+class SiLUFeedForward(nn.Module):
+    """The ungated ablation: w2(silu(w1 x))."""
+
+    def __init__(self, d_model: int, d_ff: int, device=None, dtype=None):
+        super().__init__()
+        self.w1 = Linear(d_model, d_ff, device=device, dtype=dtype)
+        self.w2 = Linear(d_ff, d_model, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(silu(self.w1(x)))
+
+
+class RotaryPositionalEmbedding(nn.Module):
+    """RoPE: rotates each pair (x[2k], x[2k+1]) at position i by angle i * theta^(-2k/d_k)."""
+
+    def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got d_k={d_k}")
+        self.max_seq_len = max_seq_len
+        inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float32) / d_k)
+        angles = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float32), inv_freq)
+        # Non-persistent: derived from (theta, d_k, max_seq_len), so they stay out of the state dict.
+        self.register_buffer("cos", torch.cos(angles), persistent=False)
+        self.register_buffer("sin", torch.sin(angles), persistent=False)
+
+    def forward(self, x: Tensor, token_positions: Tensor) -> Tensor:
+        """x: (..., seq, d_k); token_positions: (..., seq), broadcastable against x's batch dims."""
+        cos = self.cos[token_positions].to(x.dtype)
+        sin = self.sin[token_positions].to(x.dtype)
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+        return rotated.flatten(-2)
+
+
+def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(Q K^T / sqrt(d_k)) V over any batch dims; mask is boolean with True = may attend."""
+    scores = (Q @ K.transpose(-2, -1)) * (1.0 / math.sqrt(Q.shape[-1]))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return softmax(scores, dim=-1) @ V
+
+
+# ----------------------------------------------------------------------------------------------
+# KV cache for incremental decoding
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, in preallocated buffers.
+
+    `TransformerLM.forward(new_ids, kv_cache=cache)` appends the new tokens' keys/values in every
+    layer and then advances `length`, so each decoding step costs O(length) instead of O(length^2).
+    """
+
+    def __init__(self, num_layers: int, max_seq_len: int):
+        self.max_seq_len = max_seq_len
+        self.length = 0
+        self.keys: list[Tensor | None] = [None] * num_layers
+        self.values: list[Tensor | None] = [None] * num_layers
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v of shape (batch, heads, new, d_k) after the cached ones; return all of them."""
+        end = self.length + k.shape[-2]
+        if end > self.max_seq_len:
+            raise ValueError(f"KV cache holds at most {self.max_seq_len} tokens, asked to reach {end}")
+        if self.keys[layer] is None:
+            shape = (*k.shape[:-2], self.max_seq_len, k.shape[-1])
+            self.keys[layer] = k.new_empty(shape)
+            self.values[layer] = v.new_empty(shape)
+        keys, values = self.keys[layer], self.values[layer]
+        keys[..., self.length : end, :] = k
+        values[..., self.length : end, :] = v
+        return keys[..., :end, :], values[..., :end, :]
+
+
+class _LayerCache:
+    """The view of a KVCache that one attention layer sees."""
+
+    def __init__(self, cache: KVCache, layer: int):
+        self.cache, self.layer = cache, layer
+
+    @property
+    def offset(self) -> int:
+        return self.cache.length
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cache.append(self.layer, k, v)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention, blocks and the language model
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Causal multi-head self-attention; q/k/v/output projections store heads as (num_heads, d_k) rows."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        max_seq_len: int | None = None,
+        theta: float | None = None,
+        device=None,
+        dtype=None,
+        *,
+        fused_attention: bool = False,
+    ):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        self.num_heads, self.d_k = num_heads, d_model // num_heads
+        self.fused_attention = fused_attention
+        self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.rope = None
+        if theta is not None:
+            if max_seq_len is None:
+                raise ValueError("RoPE (theta given) needs max_seq_len")
+            self.rope = RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device)
+        self._causal_mask: Tensor | None = None  # grown on demand, sliced per call
+
+    def _causal(self, offset: int, length: int, device: torch.device) -> Tensor:
+        """Rows offset..offset+length of a lower-triangular mask, columns 0..offset+length."""
+        total = offset + length
+        if self._causal_mask is None or self._causal_mask.shape[0] < total or self._causal_mask.device != device:
+            self._causal_mask = torch.ones(total, total, dtype=torch.bool, device=device).tril()
+        return self._causal_mask[offset:total, :total]
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
+        seq_len = x.shape[-2]
+        offset = kv_cache.offset if kv_cache is not None else 0
+        q, k, v = (rearrange(proj(x), "... t (h d) -> ... h t d", h=self.num_heads)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        if self.rope is not None:
+            if token_positions is None:
+                token_positions = torch.arange(offset, offset + seq_len, device=x.device)
+            positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
+            q, k = self.rope(q, positions), self.rope(k, positions)
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)
+        # A single new token may attend to everything cached: no mask needed.
+        mask = None if seq_len == 1 else self._causal(offset, seq_len, x.device)
+        if self.fused_attention:
+            from torch.nn.functional import scaled_dot_product_attention as fused_sdpa  # opt-in only
+
+            # is_causal lets torch pick its flash kernel; it aligns the triangle top-left, so a
+            # cached prefix (offset > 0) needs the explicit mask instead.
+            if offset == 0 and mask is not None:
+                out = fused_sdpa(q, k, v, is_causal=True)
+            else:
+                out = fused_sdpa(q, k, v, attn_mask=mask)
+        else:
+            out = scaled_dot_product_attention(q, k, v, mask)
+        return self.output_proj(rearrange(out, "... h t d -> ... t (h d)"))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        max_seq_len: int,
+        theta: float | None,
+        device=None,
+        dtype=None,
+        *,
+        norm: NormPlacement = "pre",
+        ffn: FeedForwardKind = "swiglu",
+        fused_attention: bool = False,
+    ):
+        super().__init__()
+        if norm not in ("pre", "post", "none"):
+            raise ValueError(f"norm must be 'pre', 'post' or 'none', got {norm!r}")
+        if ffn not in ("swiglu", "silu"):
+            raise ValueError(f"ffn must be 'swiglu' or 'silu', got {ffn!r}")
+        self.norm = norm
+        kw = dict(device=device, dtype=dtype)
+        self.ln1 = RMSNorm(d_model, **kw) if norm != "none" else None
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, **kw, fused_attention=fused_attention)
+        self.ln2 = RMSNorm(d_model, **kw) if norm != "none" else None
+        self.ffn = (SwiGLU if ffn == "swiglu" else SiLUFeedForward)(d_model, d_ff, **kw)
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
+        if self.norm == "pre":
+            x = x + self.attn(self.ln1(x), token_positions, kv_cache)
+            return x + self.ffn(self.ln2(x))
+        if self.norm == "post":
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache))
+            return self.ln2(x + self.ffn(x))
+        x = x + self.attn(x, token_positions, kv_cache)
+        return x + self.ffn(x)
+
+
+@dataclass
+class ModelConfig:
+    """The model's shape and variant; JSON round-trips through to_dict/from_dict.
+
+    d_ff=None means the variant's default: default_d_ff(d_model) for SwiGLU, 4*d_model for SiLU.
+    """
+
+    vocab_size: int = 10_000
+    context_length: int = 256
+    d_model: int = 512
+    num_layers: int = 4
+    num_heads: int = 16
+    d_ff: int | None = 1344
+    rope_theta: float = 10_000.0
+    norm: NormPlacement = "pre"
+    position: PositionScheme = "rope"
+    ffn: FeedForwardKind = "swiglu"
+    tie_embeddings: bool = False
+    fused_attention: bool = False
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+        if self.d_ff is not None and (not isinstance(self.d_ff, int) or self.d_ff <= 0):
+            raise ValueError(f"ModelConfig.d_ff must be a positive int or None, got {self.d_ff!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if self.position == "rope" and (self.d_model // self.num_heads) % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got d_model/num_heads={self.d_model // self.num_heads}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be positive, got {self.rope_theta!r}")
+        for name, allowed in (("norm", ("pre", "post", "none")), ("position", ("rope", "nope")),
+                              ("ffn", ("swiglu", "silu"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def resolved_d_ff(self) -> int:
+        if self.d_ff is not None:
+            return self.d_ff
+        return default_d_ff(self.d_model) if self.ffn == "swiglu" else 4 * self.d_model
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+class TransformerLM(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        d_model: int,
+        num_layers: int,
+        num_heads: int,
+        d_ff: int | None,
+        rope_theta: float,
+        device=None,
+        dtype=None,
+        *,
+        norm: NormPlacement = "pre",
+        position: PositionScheme = "rope",
+        ffn: FeedForwardKind = "swiglu",
+        tie_embeddings: bool = False,
+        fused_attention: bool = False,
+    ):
+        super().__init__()
+        self.config = ModelConfig(
+            vocab_size=vocab_size, context_length=context_length, d_model=d_model, num_layers=num_layers,
+            num_heads=num_heads, d_ff=d_ff, rope_theta=float(rope_theta), norm=norm, position=position,
+            ffn=ffn, tie_embeddings=tie_embeddings, fused_attention=fused_attention,
+        )
+        kw = dict(device=device, dtype=dtype)
+        theta = rope_theta if position == "rope" else None
+        self.context_length = context_length
+        self.token_embeddings = Embedding(vocab_size, d_model, **kw)
+        self.layers = nn.ModuleList(
+            TransformerBlock(d_model, num_heads, self.config.resolved_d_ff, context_length, theta, **kw,
+                             norm=norm, ffn=ffn, fused_attention=fused_attention)
+            for _ in range(num_layers)
+        )
+        self.ln_final = RMSNorm(d_model, **kw) if norm != "none" else None
+        self.lm_head = Linear(d_model, vocab_size, **kw)
+        if tie_embeddings:
+            self.token_embeddings.weight = self.lm_head.weight
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, device=None, dtype=None) -> "TransformerLM":
+        fields = config.to_dict()
+        shape = [fields.pop(name) for name in ("vocab_size", "context_length", "d_model", "num_layers",
+                                               "num_heads", "d_ff", "rope_theta")]
+        return cls(*shape, device=device, dtype=dtype, **fields)
+
+    def new_kv_cache(self) -> KVCache:
+        return KVCache(len(self.layers), self.context_length)
+
+    def forward(self, token_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        """token_ids (..., seq) -> logits (..., seq, vocab). With a cache, token_ids are the new tokens only."""
+        offset = kv_cache.length if kv_cache is not None else 0
+        seq_len = token_ids.shape[-1]
+        if offset + seq_len > self.context_length:
+            raise ValueError(f"sequence of {offset + seq_len} tokens exceeds context_length={self.context_length}")
+        x = self.token_embeddings(token_ids)
+        for index, layer in enumerate(self.layers):
+            x = layer(x, None, _LayerCache(kv_cache, index) if kv_cache is not None else None)
+        if kv_cache is not None:
+            kv_cache.length += seq_len
+        if self.ln_final is not None:
+            x = self.ln_final(x)
+        return self.lm_head(x)

@@ -1,0 +1,176 @@
+"""Loss, optimizers, learning-rate schedule and gradient clipping (handout sections 4.1-4.5), from scratch.
+
+Only the torch.optim.Optimizer base class (parameter groups, state, state_dict) is borrowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+ParamsT = Iterable[Tensor] | Iterable[dict]
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean of -log softmax(logits)[target] over all batch dims; logits (..., vocab), targets (...).
+
+    log-sum-exp is taken after subtracting the row max, so logits of 1e4 neither overflow nor lose
+    the target's contribution; half-precision logits are upcast to float32 first.
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree on batch dims")
+    logits = logits.float()
+    row_max = logits.amax(dim=-1, keepdim=True)
+    log_sum_exp = torch.log(torch.exp(logits - row_max).sum(dim=-1)) + row_max.squeeze(-1)
+    target_logits = logits.gather(-1, targets.unsqueeze(-1).long()).squeeze(-1)
+    return (log_sum_exp - target_logits).mean()
+
+
+class SGD(torch.optim.Optimizer):
+    """The handout's example: theta -= lr / sqrt(t + 1) * grad."""
+
+    def __init__(self, params: ParamsT, lr: float = 1e-3):
+        if lr < 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                t = state.get("t", 0)
+                p.add_(p.grad, alpha=-group["lr"] / math.sqrt(t + 1))
+                state["t"] = t + 1
+        return loss
+
+
+class AdamW(torch.optim.Optimizer):
+    """Handout Algorithm 1 (Loshchilov & Hutter), per parameter with gradient g at step t = 1, 2, ...:
+
+        m <- beta1 m + (1 - beta1) g
+        v <- beta2 v + (1 - beta2) g^2
+        alpha_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+        theta <- theta - alpha_t m / (sqrt(v) + eps)
+        theta <- theta - lr * weight_decay * theta        (decoupled decay)
+
+    `foreach=True` (default) does the same arithmetic with torch._foreach_* kernels over all tensors
+    of a group at once, which removes per-tensor Python and kernel-launch overhead.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        *,
+        foreach: bool = True,
+    ):
+        if lr < 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"Invalid betas (each must be in [0, 1)): {betas}")
+        if eps < 0:
+            raise ValueError(f"Invalid eps: {eps}")
+        if weight_decay < 0:
+            raise ValueError(f"Invalid weight_decay: {weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+        self.foreach = foreach
+
+    def _state_of(self, p: Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            state["t"] = 0
+            state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            # Tensors at the same step count share alpha_t, so they can be updated as one batch.
+            by_step: dict[int, list[Tensor]] = defaultdict(list)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients")
+                state = self._state_of(p)
+                state["t"] += 1
+                by_step[state["t"]].append(p)
+            for t, params in by_step.items():
+                alpha_t = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+                update = self._update_foreach if self.foreach else self._update_loop
+                update(params, alpha_t, lr, beta1, beta2, eps, decay)
+        return loss
+
+    def _update_loop(self, params, alpha_t, lr, beta1, beta2, eps, decay):
+        for p in params:
+            state, g = self.state[p], p.grad
+            m, v = state["m"], state["v"]
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha_t)
+            p.mul_(1 - lr * decay)
+
+    def _update_foreach(self, params, alpha_t, lr, beta1, beta2, eps, decay):
+        grads = [p.grad for p in params]
+        ms = [self.state[p]["m"] for p in params]
+        vs = [self.state[p]["v"] for p in params]
+        torch._foreach_lerp_(ms, grads, 1 - beta1)  # m + (1-b1)(g - m) = b1 m + (1-b1) g
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(params, ms, denom, value=-alpha_t)
+        if decay:
+            torch._foreach_mul_(params, 1 - lr * decay)
+
+
+def lr_cosine_schedule(
+    it: int, max_learning_rate: float, min_learning_rate: float, warmup_iters: int, cosine_cycle_iters: int
+) -> float:
+    """Linear warmup to max over warmup_iters, cosine decay to min at cosine_cycle_iters, then min."""
+    if warmup_iters < 0 or cosine_cycle_iters < warmup_iters:
+        raise ValueError(
+            f"need 0 <= warmup_iters <= cosine_cycle_iters, got warmup_iters={warmup_iters}, "
+            f"cosine_cycle_iters={cosine_cycle_iters}"
+        )
+    if it < warmup_iters:
+        return it / warmup_iters * max_learning_rate
+    if it > cosine_cycle_iters or cosine_cycle_iters == warmup_iters:
+        return min_learning_rate
+    progress = (it - warmup_iters) / (cosine_cycle_iters - warmup_iters)
+    return min_learning_rate + 0.5 * (1 + math.cos(math.pi * progress)) * (max_learning_rate - min_learning_rate)
+
+
+@torch.no_grad()
+def clip_gradients(parameters: Iterable[Tensor], max_l2_norm: float, eps: float = 1e-6) -> float:
+    """Scale all gradients in place so their global L2 norm is at most max_l2_norm.
+
+    Returns the global norm before clipping (what a training log wants to show). The scale is
+    max_l2_norm / (norm + eps) and is applied only when norm exceeds max_l2_norm.
+    """
+    if max_l2_norm <= 0:
+        raise ValueError(f"max_l2_norm must be positive, got {max_l2_norm}")
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
+    if total_norm > max_l2_norm:
+        torch._foreach_mul_(grads, max_l2_norm / (total_norm + eps))
+    return total_norm

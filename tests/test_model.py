@@ -1,0 +1,273 @@
+"""The Transformer's modules: numerics against straightforward references, the state-dict contract,
+variants, the KV cache and the opt-in fused attention path."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cs336_core.model import (
+    Embedding,
+    KVCache,
+    Linear,
+    ModelConfig,
+    MultiHeadSelfAttention,
+    RMSNorm,
+    RotaryPositionalEmbedding,
+    SiLUFeedForward,
+    SwiGLU,
+    TransformerBlock,
+    TransformerLM,
+    default_d_ff,
+    scaled_dot_product_attention,
+    silu,
+    softmax,
+)
+
+SMALL = dict(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48, rope_theta=10_000.0)
+
+
+def contract_keys(num_layers: int) -> set[str]:
+    keys = {"token_embeddings.weight", "ln_final.weight", "lm_head.weight"}
+    for i in range(num_layers):
+        keys |= {f"layers.{i}.attn.{p}_proj.weight" for p in ("q", "k", "v", "output")}
+        keys |= {f"layers.{i}.ln1.weight", f"layers.{i}.ln2.weight"}
+        keys |= {f"layers.{i}.ffn.w{j}.weight" for j in (1, 2, 3)}
+    return keys
+
+
+def test_state_dict_contract_strict_load():
+    torch.manual_seed(0)
+    model = TransformerLM(**SMALL)
+    assert set(model.state_dict()) == contract_keys(SMALL["num_layers"])
+    d, dff, v = SMALL["d_model"], SMALL["d_ff"], SMALL["vocab_size"]
+    shapes = {"token_embeddings.weight": (v, d), "ln_final.weight": (d,), "lm_head.weight": (v, d)}
+    for i in range(SMALL["num_layers"]):
+        shapes |= {f"layers.{i}.attn.{p}_proj.weight": (d, d) for p in ("q", "k", "v", "output")}
+        shapes |= {f"layers.{i}.ln1.weight": (d,), f"layers.{i}.ln2.weight": (d,)}
+        shapes |= {f"layers.{i}.ffn.w1.weight": (dff, d), f"layers.{i}.ffn.w2.weight": (d, dff),
+                   f"layers.{i}.ffn.w3.weight": (dff, d)}
+    generator = torch.Generator().manual_seed(1)
+    foreign = {k: torch.randn(s, generator=generator) for k, s in shapes.items()}
+    other = TransformerLM(**SMALL)
+    other.load_state_dict(foreign, strict=True)
+    for k, tensor in other.state_dict().items():
+        assert torch.equal(tensor, foreign[k]), k
+    with pytest.raises(RuntimeError):
+        other.load_state_dict({**foreign, "extra.weight": torch.zeros(1)}, strict=True)
+
+
+def test_default_d_ff_matches_handout():
+    assert default_d_ff(512) == 1344
+    assert default_d_ff(768) == 2048
+    for d in (100, 1600, 4096):
+        assert default_d_ff(d) % 64 == 0 and abs(default_d_ff(d) - 8 * d / 3) <= 32
+
+
+def test_linear_and_embedding_and_init():
+    torch.manual_seed(0)
+    lin = Linear(300, 200)
+    x = torch.randn(2, 3, 300)
+    torch.testing.assert_close(lin(x), torch.einsum("oi,bti->bto", lin.weight, x))
+    std = math.sqrt(2 / 500)
+    assert lin.weight.abs().max() <= 3 * std + 1e-6
+    assert abs(lin.weight.std().item() - std) / std < 0.15  # truncation shrinks std by ~1.3%
+    emb = Embedding(1000, 64)
+    assert emb.weight.abs().max() <= 3.0 + 1e-6 and 0.9 < emb.weight.std().item() < 1.05
+    ids = torch.tensor([[3, 999], [0, 3]])
+    assert torch.equal(emb(ids), emb.weight[ids])
+    assert torch.equal(RMSNorm(8).weight, torch.ones(8))
+
+
+def test_rmsnorm_matches_float64_and_keeps_dtype():
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(16))
+    x = torch.randn(3, 5, 16) * 50
+    ref = x.double() / torch.sqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight.double()
+    torch.testing.assert_close(norm(x).double(), ref, rtol=1e-5, atol=1e-5)
+    # bf16 input: squared values near 300^2 are fine in float32; result comes back as bf16.
+    xb = (torch.randn(4, 16) * 300).to(torch.bfloat16)
+    out = norm(xb)
+    assert out.dtype == torch.bfloat16
+    ref_b = xb.double() / torch.sqrt(xb.double().pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight.double()
+    torch.testing.assert_close(out.double(), ref_b, rtol=2e-2, atol=2e-2)
+
+
+def test_silu_softmax():
+    x = torch.randn(4, 7, dtype=torch.float64)
+    torch.testing.assert_close(silu(x), F.silu(x))
+    torch.testing.assert_close(softmax(x, dim=-1), torch.softmax(x, dim=-1))
+    torch.testing.assert_close(softmax(x, dim=0), torch.softmax(x, dim=0))
+    big = torch.tensor([[1e4, 1e4 - 1.0, -1e4]])
+    out = softmax(big, dim=-1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.softmax(big, dim=-1))
+
+
+def test_ffn_modules():
+    torch.manual_seed(0)
+    swiglu = SwiGLU(8, 24)
+    x = torch.randn(2, 3, 8)
+    w1, w2, w3 = swiglu.w1.weight, swiglu.w2.weight, swiglu.w3.weight
+    torch.testing.assert_close(swiglu(x), (F.silu(x @ w1.T) * (x @ w3.T)) @ w2.T)
+    plain = SiLUFeedForward(8, 32)
+    assert plain.w1.weight.shape == (32, 8) and plain.w2.weight.shape == (8, 32)
+    torch.testing.assert_close(plain(x), F.silu(x @ plain.w1.weight.T) @ plain.w2.weight.T)
+
+
+def rope_reference(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Multiply each pair by an explicit 2x2 rotation matrix, one position at a time."""
+    d = x.shape[-1]
+    out = torch.empty_like(x)
+    for idx in torch.cartesian_prod(*[torch.arange(n) for n in x.shape[:-1]]).reshape(-1, x.dim() - 1):
+        idx = tuple(idx.tolist())
+        pos = positions[idx[-positions.dim():]]  # positions align with x's trailing batch dims
+        for k in range(d // 2):
+            angle = pos.item() / theta ** (2 * k / d)
+            rot = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=x.dtype)
+            out[idx + (slice(2 * k, 2 * k + 2),)] = rot @ x[idx + (slice(2 * k, 2 * k + 2),)]
+    return out
+
+
+def test_rope_matches_rotation_matrices():
+    torch.manual_seed(0)
+    rope = RotaryPositionalEmbedding(10_000.0, 8, max_seq_len=32)
+    x = torch.randn(2, 5, 8)
+    positions = torch.tensor([[0, 1, 2, 3, 4], [7, 3, 31, 0, 9]])
+    torch.testing.assert_close(rope(x, positions), rope_reference(x, positions, 10_000.0), rtol=1e-5, atol=1e-5)
+    # positions shared by all batch entries, more batch dims than positions
+    x4 = torch.randn(2, 3, 4, 8)
+    shared = torch.tensor([5, 6, 7, 8])
+    torch.testing.assert_close(rope(x4, shared), rope_reference(x4, shared, 10_000.0), rtol=1e-5, atol=1e-5)
+    assert not rope.state_dict()  # cos/sin are non-persistent
+    with pytest.raises(ValueError, match="even"):
+        RotaryPositionalEmbedding(10_000.0, 7, 8)
+
+
+def test_sdpa_against_naive_reference_and_mask():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, 6)
+    mask = torch.rand(5, 7) > 0.3
+    mask[:, 0] = True
+    out = scaled_dot_product_attention(q, k, v, mask)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q.double(), k.double()) / 2.0
+    scores[..., ~mask] = -math.inf
+    ref = torch.einsum("bhqk,bhkd->bhqd", torch.softmax(scores, -1), v.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_mhsa_is_causal_and_uses_heads_as_rows():
+    torch.manual_seed(0)
+    d, h = 16, 4
+    attn = MultiHeadSelfAttention(d, h, max_seq_len=8, theta=10_000.0)
+    x = torch.randn(2, 6, d)
+    out = attn(x)
+    # A change to the last token must not affect earlier outputs.
+    x2 = x.clone()
+    x2[:, -1] += 1.0
+    torch.testing.assert_close(attn(x2)[:, :-1], out[:, :-1])
+    # Reference: per-head loop, head i's q rows are q_proj.weight[i*d_k:(i+1)*d_k].
+    rope = RotaryPositionalEmbedding(10_000.0, d // h, 8)
+    pos = torch.arange(6)
+    heads = []
+    for i in range(h):
+        rows = slice(i * 4, (i + 1) * 4)
+        qi = rope(x @ attn.q_proj.weight[rows].T, pos)
+        ki = rope(x @ attn.k_proj.weight[rows].T, pos)
+        vi = x @ attn.v_proj.weight[rows].T
+        heads.append(F.scaled_dot_product_attention(qi, ki, vi, is_causal=True))
+    torch.testing.assert_close(out, torch.cat(heads, -1) @ attn.output_proj.weight.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(position="nope"), dict(norm="post")])
+def test_fused_attention_matches_from_scratch(variant):
+    torch.manual_seed(0)
+    model = TransformerLM(**SMALL, **variant)
+    fused = TransformerLM(**SMALL, **variant, fused_attention=True)
+    fused.load_state_dict(model.state_dict())
+    ids = torch.randint(0, SMALL["vocab_size"], (3, 16))
+    logits = model(ids)
+    torch.testing.assert_close(fused(ids), logits, rtol=1e-4, atol=1e-4)
+    # gradients agree too
+    logits.sum().backward()
+    fused(ids).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_kv_cache_matches_full_forward(fused):
+    torch.manual_seed(0)
+    model = TransformerLM(**SMALL, fused_attention=fused).eval()
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 12))
+    full = model(ids)
+    cache = model.new_kv_cache()
+    assert isinstance(cache, KVCache)
+    chunks = [model(ids[:, :5], kv_cache=cache)]  # a prompt, then one token at a time
+    for t in range(5, 12):
+        chunks.append(model(ids[:, t : t + 1], kv_cache=cache))
+    assert cache.length == 12
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, rtol=1e-4, atol=1e-4)
+    # Chunked (several new tokens on top of a cache) needs the offset causal mask.
+    cache = model.new_kv_cache()
+    parts = [model(ids[:, :4], kv_cache=cache), model(ids[:, 4:9], kv_cache=cache), model(ids[:, 9:], kv_cache=cache)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="context_length"):
+        model(torch.zeros(2, 5, dtype=torch.long), kv_cache=cache)
+
+
+def test_variants_shapes_keys_and_behaviour():
+    torch.manual_seed(0)
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 10))
+    base = set(TransformerLM(**SMALL).state_dict())
+    post = TransformerLM(**SMALL, norm="post")
+    assert set(post.state_dict()) == base
+    none = TransformerLM(**SMALL, norm="none")
+    assert set(none.state_dict()) == {k for k in base if "ln" not in k}
+    silu_model = TransformerLM(**{**SMALL, "d_ff": None}, ffn="silu")
+    assert silu_model.layers[0].ffn.w1.weight.shape == (4 * SMALL["d_model"], SMALL["d_model"])
+    assert {k for k in silu_model.state_dict() if "w3" in k} == set()
+    tied = TransformerLM(**SMALL, tie_embeddings=True)
+    assert tied.lm_head.weight is tied.token_embeddings.weight
+    assert sum(p.numel() for p in tied.parameters()) == sum(p.numel() for p in TransformerLM(**SMALL).parameters()) - 64 * 32
+    nope = TransformerLM(**SMALL, position="nope")
+    assert nope.layers[0].attn.rope is None
+    for model in (post, none, silu_model, tied, nope):
+        out = model(ids)
+        assert out.shape == (2, 10, SMALL["vocab_size"]) and torch.isfinite(out).all()
+    # Post-norm: a block's output is RMS-normalised (unit gains at init).
+    block = TransformerBlock(32, 4, 48, 16, 10_000.0, norm="post")
+    y = block(torch.randn(2, 5, 32) * 10)
+    torch.testing.assert_close(y.pow(2).mean(-1), torch.ones(2, 5), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="norm"):
+        TransformerLM(**SMALL, norm="layer")
+
+
+def test_model_config_round_trip_and_errors():
+    cfg = ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=None,
+                      norm="post", ffn="silu", tie_embeddings=True)
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.resolved_d_ff == 128
+    model = TransformerLM.from_config(cfg)
+    assert model.config == cfg
+    assert model.layers[0].ffn.w1.weight.shape == (128, 32)
+    assert ModelConfig().resolved_d_ff == 1344 and ModelConfig(d_ff=None).resolved_d_ff == 1344
+    with pytest.raises(ValueError, match="num_heads"):
+        ModelConfig(d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="position"):
+        ModelConfig(position="alibi")
+    with pytest.raises(ValueError, match="unknown"):
+        ModelConfig.from_dict({"d_model": 32, "bogus": 1})
+    with pytest.raises(ValueError, match="vocab_size"):
+        ModelConfig(vocab_size=0)
+
+
+def test_forward_rejects_too_long_input():
+    model = TransformerLM(**SMALL)
+    with pytest.raises(ValueError, match="context_length=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
