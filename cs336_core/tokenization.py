@@ -1,0 +1,716 @@
+"""Byte-level BPE (CS336 assignment 1, section 2): training, encoding, decoding, on-disk format.
+
+Training follows the handout's section 2.4 exactly:
+  * the initial vocabulary is the special tokens (ids 0..k-1) followed by the 256 single bytes;
+  * the text is split on the special tokens first, then pre-tokenized with the GPT-2 regex, and no
+    pair ever crosses a special token or a pre-token boundary;
+  * every merge takes the most frequent pair, ties going to the lexicographically greater pair of
+    byte strings (`max` over `(bytes, bytes)`), until `vocab_size` is reached or no pair is left.
+
+Scaling: the corpus is read in bounded chunks cut at special tokens (or, failing that, at a
+newline that cannot change pre-tokenization), chunks are pre-tokenized in parallel worker
+processes that return counts of unique pre-tokens, and the merge loop updates pair counts
+incrementally through an index pair -> pre-tokens and a lazily-invalidated heap.
+
+Invalid UTF-8 in a corpus: by default an error naming the byte offset (`invalid_utf8="error"`);
+`invalid_utf8="replace"` decodes it to U+FFFD instead (like `bytes.decode(errors="replace")`).
+
+On-disk format: GPT-2's released format. `vocab.json` maps each token, written through GPT-2's
+byte-to-unicode table, to its id; `merges.txt` has a `#version: 0.2` line and one `a b` merge per
+line in rank order. Every byte value round-trips, and GPT-2's own encoder.json + vocab.bpe load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import heapq
+import json
+import os
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import regex
+
+from cs336_core.files import atomic_path, atomic_write_text
+from cs336_core.progress import ConsoleProgress, ProgressFn
+
+GPT2_PRETOKENIZE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_PRETOKENIZE = regex.compile(GPT2_PRETOKENIZE_PATTERN)
+
+Vocab = dict[int, bytes]
+Merges = list[tuple[bytes, bytes]]
+
+# Chunks handed to worker processes: big enough to amortise inter-process traffic, small enough
+# that memory stays bounded (a few chunks in flight per worker).
+CHUNK_BYTES = 4 << 20
+INVALID_UTF8_POLICIES = ("error", "replace")
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and text splitting shared by training and encoding
+
+
+def _validate_special_tokens(special_tokens: Iterable[str] | None) -> list[str]:
+    specials = list(special_tokens or [])
+    seen: set[str] = set()
+    for token in specials:
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"special token {token!r} must be a non-empty str")
+        try:
+            token.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"special token {token!r} is not valid text (cannot be UTF-8 encoded: {err.reason})") from None
+        if token in seen:
+            raise ValueError(f"duplicate special token {token!r}")
+        seen.add(token)
+    return specials
+
+
+def _special_pattern(specials: Iterable[str], as_bytes: bool = False):
+    """An alternation of the special tokens, longest first so overlapping ones resolve greedily."""
+    ordered = sorted(specials, key=len, reverse=True)
+    if not ordered:
+        return None
+    if as_bytes:
+        return regex.compile(b"(" + b"|".join(regex.escape(s.encode("utf-8")) for s in ordered) + b")")
+    return regex.compile("(" + "|".join(regex.escape(s) for s in ordered) + ")")
+
+
+def _decode_utf8(chunk: bytes, offset: int, invalid_utf8: str, source: str) -> str:
+    try:
+        return chunk.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if invalid_utf8 == "replace":
+            return chunk.decode("utf-8", errors="replace")
+        raise ValueError(
+            f"{source}: invalid UTF-8 at byte offset {offset + err.start} ({err.reason}); "
+            f"pass invalid_utf8='replace' to decode it as U+FFFD"
+        ) from None
+
+
+def _open_binary(path: Path):
+    """Open a corpus for reading; `.gz` files are decompressed on the fly."""
+    if not path.exists():
+        raise FileNotFoundError(f"input file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"input path is not a file: {path}")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _input_size(path: Path) -> int:
+    """Bytes to process, for progress; 0 (unknown) for compressed input."""
+    return 0 if path.suffix == ".gz" else path.stat().st_size
+
+
+def _last_safe_cut(buffer: bytes, special_re, max_special_len: int) -> int:
+    """The largest position at which `buffer` can be cut so both halves tokenize independently.
+
+    Preferably right after a special token occurrence (the text is split there anyway); only a
+    match ending at least `max_special_len` bytes before the end is final, since a longer
+    overlapping special token could still start inside the unseen text. Without one, right after
+    a newline that follows printable ASCII and precedes an ASCII letter: GPT-2's regex emits that
+    newline as its own pre-token and starts a fresh one at the letter whatever comes next.
+    Returns 0 if there is no safe cut yet.
+    """
+    limit = len(buffer) - max_special_len
+    if limit <= 0:
+        return 0
+    plain_text_end = limit
+    if special_re is not None:
+        last_final_end = 0
+        for match in special_re.finditer(buffer):
+            if match.end() > limit:
+                plain_text_end = match.start()
+                break
+            last_final_end = match.end()
+        if last_final_end:
+            return last_final_end
+    newline = buffer.rfind(b"\n", 1, plain_text_end - 1)
+    while newline > 0:
+        before, after = buffer[newline - 1], buffer[newline + 1]
+        if 0x21 <= before <= 0x7E and (0x41 <= after <= 0x5A or 0x61 <= after <= 0x7A):
+            return newline + 1
+        newline = buffer.rfind(b"\n", 1, newline)
+    return 0
+
+
+def _iter_chunks(stream, special_re, max_special_len: int, chunk_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """Yield `(offset, chunk)` pieces of a byte stream, each cut at a safe boundary (see above).
+
+    Memory stays at about two chunks unless the text has no safe cut for a long stretch.
+    """
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
+    pending = b""
+    offset = 0
+    while True:
+        block = stream.read(chunk_bytes)
+        if not block:
+            if pending:
+                yield offset, pending
+            return
+        pending += block
+        if len(pending) < chunk_bytes:
+            continue
+        cut = _last_safe_cut(pending, special_re, max_special_len)
+        if cut:
+            yield offset, pending[:cut]
+            offset += cut
+            pending = pending[cut:]
+
+
+def _map_in_order(function, items: Iterable, num_workers: int, initializer=None, initargs=()) -> Iterator:
+    """`map(function, items)` over worker processes, in order, with a bounded number in flight.
+
+    `Pool.imap` would read the whole input iterator ahead; here at most 2 items per worker are
+    pending, so memory does not grow with the input.
+    """
+    if num_workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(function, items)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context().Pool(num_workers, initializer=initializer, initargs=initargs) as pool:
+        pending: collections.deque = collections.deque()
+        for item in items:
+            pending.append(pool.apply_async(function, (item,)))
+            if len(pending) >= 2 * num_workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _resolve_workers(num_workers: int | None) -> int:
+    if num_workers is None:
+        return os.cpu_count() or 1
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    return num_workers
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+_worker: dict = {}  # per-process state set by the pool initializers
+
+
+def _init_pretokenize_worker(special_tokens: list[str], invalid_utf8: str, source: str) -> None:
+    _worker.update(special_re=_special_pattern(special_tokens), invalid_utf8=invalid_utf8, source=source)
+
+
+def _count_pretokens(job: tuple[int, bytes]) -> tuple[int, dict[bytes, int]]:
+    """(chunk length, counts of its pre-tokens as UTF-8 bytes); the text is split on special tokens first."""
+    offset, chunk = job
+    text = _decode_utf8(chunk, offset, _worker["invalid_utf8"], _worker["source"])
+    special_re = _worker["special_re"]
+    counts: collections.Counter[str] = collections.Counter()
+    # Special tokens land at odd indices of the split and take part in nothing.
+    segments = special_re.split(text)[::2] if special_re is not None else [text]
+    for segment in segments:
+        counts.update(_PRETOKENIZE.findall(segment))
+    return len(chunk), {word.encode("utf-8"): count for word, count in counts.items()}
+
+
+def _reversed_order_key(token: bytes) -> str:
+    """A string whose order is the reverse of `token`'s byte-string order.
+
+    `heapq` is a min-heap but ties must go to the *greater* pair; each byte b becomes chr(256 - b)
+    and a terminator chr(257) makes a proper prefix sort after its extensions.
+    """
+    return "".join([chr(256 - b) for b in token]) + chr(257)
+
+
+def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merges: int,
+                           progress: ProgressFn | None = None) -> Merges:
+    """Run up to `num_merges` BPE merges over counted pre-tokens; extends `vocab` in place."""
+    byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
+    words: list[list[int]] = []
+    counts: list[int] = []
+    for word, count in word_counts.items():
+        if len(word) >= 2:  # a single byte has no pair to merge
+            words.append([byte_id[b] for b in word])
+            counts.append(count)
+
+    pair_counts: dict[tuple[int, int], int] = collections.defaultdict(int)
+    pair_words: dict[tuple[int, int], set[int]] = collections.defaultdict(set)
+    for index, word in enumerate(words):
+        count = counts[index]
+        for pair in zip(word, word[1:]):
+            pair_counts[pair] += count
+            pair_words[pair].add(index)
+
+    order_key = {token_id: _reversed_order_key(token) for token_id, token in vocab.items()}
+    heap = [(-count, order_key[a], order_key[b], a, b) for (a, b), count in pair_counts.items()]
+    heapq.heapify(heap)
+
+    merges: Merges = []
+    while len(merges) < num_merges and heap:
+        negative_count, _, _, a, b = heapq.heappop(heap)
+        pair = (a, b)
+        if pair_counts.get(pair) != -negative_count:
+            continue  # a stale entry: the pair's count changed after it was pushed
+        new_id = len(vocab)
+        vocab[new_id] = vocab[a] + vocab[b]
+        order_key[new_id] = _reversed_order_key(vocab[new_id])
+        merges.append((vocab[a], vocab[b]))
+
+        changed: set[tuple[int, int]] = set()
+        for index in pair_words.pop(pair):
+            word = words[index]
+            merged = _merge_word(word, a, b, new_id)
+            if len(merged) == len(word):
+                continue  # the index is lazy: this word lost the pair in an earlier merge
+            count = counts[index]
+            for old in zip(word, word[1:]):
+                pair_counts[old] -= count
+                changed.add(old)
+            for new in zip(merged, merged[1:]):
+                pair_counts[new] += count
+                pair_words[new].add(index)
+                changed.add(new)
+            words[index] = merged
+        for changed_pair in changed:
+            count = pair_counts[changed_pair]
+            if count > 0:
+                heapq.heappush(heap, (-count, order_key[changed_pair[0]], order_key[changed_pair[1]], *changed_pair))
+            else:
+                del pair_counts[changed_pair]
+        if progress is not None and len(merges) % 100 == 0:
+            progress("merge", len(merges), num_merges)
+    if progress is not None:  # finished, possibly early because no pair was left
+        progress("merge", len(merges), len(merges))
+    return merges
+
+
+def _merge_word(word: list[int], a: int, b: int, new_id: int) -> list[int]:
+    """Replace every non-overlapping occurrence of (a, b), left to right, by `new_id`."""
+    merged: list[int] = []
+    i, n = 0, len(word)
+    while i < n:
+        if i < n - 1 and word[i] == a and word[i + 1] == b:
+            merged.append(new_id)
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return merged
+
+
+def train_bpe(input_path: str | os.PathLike, vocab_size: int, special_tokens: list[str], *,
+              num_workers: int | None = None, progress: ProgressFn | None = None,
+              invalid_utf8: str = "error") -> tuple[Vocab, Merges]:
+    """Train a byte-level BPE tokenizer on a UTF-8 text file (`.gz` is read decompressed).
+
+    Returns `vocab` (id -> bytes: special tokens, then the 256 bytes, then one token per merge)
+    and `merges` in order of creation. `num_workers` defaults to every core.
+    """
+    specials = _validate_special_tokens(special_tokens)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        raise ValueError(f"vocab_size must be an int, got {vocab_size!r}")
+    if vocab_size < 256 + len(specials):
+        raise ValueError(f"vocab_size {vocab_size} is below 256 bytes + {len(specials)} special tokens = {256 + len(specials)}")
+    if invalid_utf8 not in INVALID_UTF8_POLICIES:
+        raise ValueError(f"invalid_utf8 must be one of {INVALID_UTF8_POLICIES}, got {invalid_utf8!r}")
+    workers = _resolve_workers(num_workers)
+    path = Path(input_path)
+
+    total_bytes = _input_size(path)
+    word_counts: collections.Counter[bytes] = collections.Counter()
+    done_bytes = 0
+    special_re_bytes = _special_pattern(specials, as_bytes=True)
+    max_special_len = max((len(s.encode("utf-8")) for s in specials), default=0)
+    with _open_binary(path) as stream:
+        chunks = _iter_chunks(stream, special_re_bytes, max_special_len)
+        for chunk_length, chunk_counts in _map_in_order(_count_pretokens, chunks, workers, _init_pretokenize_worker,
+                                                        (specials, invalid_utf8, str(path))):
+            word_counts.update(chunk_counts)
+            done_bytes += chunk_length
+            if progress is not None:
+                progress("pretokenize", done_bytes, total_bytes)
+    if done_bytes == 0:
+        raise ValueError(f"input file is empty: {path}")
+
+    vocab: Vocab = {i: s.encode("utf-8") for i, s in enumerate(specials)}
+    vocab.update({len(specials) + b: bytes([b]) for b in range(256)})
+    merges = _merge_pretoken_counts(word_counts, vocab, vocab_size - len(vocab), progress)
+    return vocab, merges
+
+
+# ----------------------------------------------------------------------------------------------
+# Serialization (GPT-2's released format)
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from each byte to a printable, non-whitespace character."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    mapping = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_bytes() -> dict[str, int]:
+    return {char: b for b, char in bytes_to_unicode().items()}
+
+
+def _token_to_text(token: bytes) -> str:
+    table = bytes_to_unicode()
+    return "".join([table[b] for b in token])
+
+
+def _text_to_token(text: str, source: str) -> bytes:
+    table = _unicode_to_bytes()
+    try:
+        return bytes([table[char] for char in text])
+    except KeyError as err:
+        raise ValueError(f"{source}: {text!r} contains {err.args[0]!r}, which is not in GPT-2's byte-to-unicode table") from None
+
+
+def save_vocab_merges(vocab: Vocab, merges: Merges, vocab_path: str | os.PathLike, merges_path: str | os.PathLike) -> None:
+    """Write `vocab.json` and `merges.txt` in GPT-2's format, each atomically."""
+    encoded: dict[str, int] = {}
+    for token_id in sorted(vocab):
+        text = _token_to_text(vocab[token_id])
+        if text in encoded:
+            raise ValueError(f"tokens {encoded[text]} and {token_id} are both {vocab[token_id]!r}; vocab.json needs unique tokens")
+        encoded[text] = token_id
+    lines = ["#version: 0.2"] + [f"{_token_to_text(a)} {_token_to_text(b)}" for a, b in merges]
+    vocab_text = json.dumps(encoded, ensure_ascii=False, indent=0) + "\n"
+    atomic_write_text(vocab_path, vocab_text)
+    atomic_write_text(merges_path, "\n".join(lines) + "\n")
+
+
+def load_vocab_merges(vocab_path: str | os.PathLike, merges_path: str | os.PathLike) -> tuple[Vocab, Merges]:
+    """Read files written by `save_vocab_merges`, or GPT-2's own `encoder.json` + `vocab.bpe`."""
+    for path in (vocab_path, merges_path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"tokenizer file not found: {path}")
+    with open(vocab_path, encoding="utf-8") as f:
+        encoded = json.load(f)
+    if not isinstance(encoded, dict):
+        raise ValueError(f"{vocab_path}: expected a JSON object token -> id")
+    vocab = {int(token_id): _text_to_token(text, str(vocab_path)) for text, token_id in encoded.items()}
+    merges: Merges = []
+    with open(merges_path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line or (line_number == 1 and line.startswith("#version")):
+                continue
+            parts = line.split(" ")
+            if len(parts) != 2:
+                raise ValueError(f"{merges_path}:{line_number}: expected two tokens separated by one space, got {line!r}")
+            merges.append((_text_to_token(parts[0], str(merges_path)), _text_to_token(parts[1], str(merges_path))))
+    return vocab, merges
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding and decoding
+
+
+class Tokenizer:
+    """Encode text to token ids and back with a trained vocabulary and merge list."""
+
+    # A long stretch of never-repeating words must not grow the pre-token cache without bound.
+    CACHE_LIMIT = 1 << 20
+    # encode_iterable works on blocks of at least this many characters.
+    STREAM_BLOCK_CHARS = 1 << 16
+
+    def __init__(self, vocab: Vocab, merges: Merges, special_tokens: list[str] | None = None):
+        self.vocab: Vocab = dict(vocab)
+        self.merges: Merges = list(merges)
+        self.special_tokens = _validate_special_tokens(special_tokens)
+        # Lowest id wins if two ids share the same bytes.
+        self.token_to_id: dict[bytes, int] = {token: i for i, token in sorted(self.vocab.items(), reverse=True)}
+        for special in self.special_tokens:
+            encoded = special.encode("utf-8")
+            if encoded not in self.token_to_id:
+                new_id = max(self.vocab, default=-1) + 1
+                self.vocab[new_id] = encoded
+                self.token_to_id[encoded] = new_id
+        self.special_to_id = {s: self.token_to_id[s.encode("utf-8")] for s in self.special_tokens}
+        self._special_re = _special_pattern(self.special_tokens)
+        self._max_special_chars = max((len(s) for s in self.special_tokens), default=0)
+
+        try:
+            self._byte_ids = [self.token_to_id[bytes([b])] for b in range(256)]
+        except KeyError:
+            missing = next(b for b in range(256) if bytes([b]) not in self.token_to_id)
+            raise ValueError(f"the vocabulary lacks the single byte {bytes([missing])!r}") from None
+        # (left id, right id) -> (rank, merged id)
+        self._merge_ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, (a, b) in enumerate(self.merges):
+            ids = [self.token_to_id.get(t) for t in (a, b, a + b)]
+            if None in ids:
+                raise ValueError(f"merge {rank} ({a!r}, {b!r}) uses or makes a token missing from the vocabulary")
+            self._merge_ranks.setdefault((ids[0], ids[1]), (rank, ids[2]))
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
+                   special_tokens: list[str] | None = None) -> "Tokenizer":
+        vocab, merges = load_vocab_merges(vocab_path, merges_path)
+        return cls(vocab, merges, special_tokens)
+
+    def save(self, vocab_path: str | os.PathLike, merges_path: str | os.PathLike) -> None:
+        save_vocab_merges(self.vocab, self.merges, vocab_path, merges_path)
+
+    def __reduce__(self):  # worker processes get the definition, not the cache
+        return (type(self), (self.vocab, self.merges, self.special_tokens))
+
+    @property
+    def max_token_id(self) -> int:
+        return max(self.vocab)
+
+    def _bpe(self, word: str) -> list[int]:
+        """Token ids of one pre-token: apply the lowest-ranked merge present until none is."""
+        ids = [self._byte_ids[b] for b in word.encode("utf-8")]
+        ranks = self._merge_ranks
+        while len(ids) >= 2:
+            best = min((ranks.get(pair, (len(ranks), 0)), i) for i, pair in enumerate(zip(ids, ids[1:])))
+            (rank, merged_id), i = best
+            if rank == len(ranks):
+                break
+            pair = (ids[i], ids[i + 1])
+            ids = _merge_word(ids, pair[0], pair[1], merged_id)
+        return ids
+
+    def _encode_plain(self, text: str, out: list[int]) -> None:
+        cache = self._cache
+        if len(cache) > self.CACHE_LIMIT:
+            cache.clear()
+        for word in _PRETOKENIZE.findall(text):
+            ids = cache.get(word)
+            if ids is None:
+                ids = cache[word] = self._bpe(word)
+            out.extend(ids)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        if self._special_re is None:
+            self._encode_plain(text, ids)
+            return ids
+        parts = self._special_re.split(text)
+        special_to_id = self.special_to_id
+        for i, part in enumerate(parts):
+            if i % 2:
+                ids.append(special_to_id[part])
+            elif part:
+                self._encode_plain(part, ids)
+        return ids
+
+    def _encode_stable_prefix(self, text: str) -> tuple[list[int], int]:
+        """Encode the longest prefix of `text` whose tokens no continuation can change.
+
+        Returns the ids and the prefix length. A special token is final once the longest special
+        token would fit after it; plain text before a possible special token is final up to the
+        pre-tokens that end well before the text seen so far (a pre-token depends on at most a
+        few characters after it: GPT-2's regex looks ahead one character and its contractions
+        are three long).
+        """
+        limit = len(text) - self._max_special_chars
+        settled = 0  # text[:settled] is split into final special/plain segments
+        plain_end = limit + 1 if self._special_re is not None else len(text)
+        ids: list[int] = []
+        if self._special_re is not None:
+            for match in self._special_re.finditer(text):
+                if match.end() > limit:
+                    plain_end = match.start()
+                    break
+                self._encode_plain(text[settled:match.start()], ids)
+                ids.append(self.special_to_id[match.group()])
+                settled = match.end()
+        plain_end = max(plain_end, settled)
+        stable_end = plain_end - 8
+        cache = self._cache
+        for match in _PRETOKENIZE.finditer(text, settled, plain_end):
+            if match.end() > stable_end:
+                break
+            word = match.group()
+            word_ids = cache.get(word)
+            if word_ids is None:
+                word_ids = cache[word] = self._bpe(word)
+            ids.extend(word_ids)
+            settled = match.end()
+        return ids, settled
+
+    def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
+        """Lazily encode a stream of strings; yields exactly `encode("".join(iterable))`.
+
+        Memory is bounded by the block size plus the longest pre-token, not by the input.
+        """
+        pieces: list[str] = []
+        pending_chars = 0
+        for piece in iterable:
+            pieces.append(piece)
+            pending_chars += len(piece)
+            if pending_chars < self.STREAM_BLOCK_CHARS:
+                continue
+            text = "".join(pieces)
+            ids, settled = self._encode_stable_prefix(text)
+            yield from ids
+            rest = text[settled:]
+            pieces, pending_chars = [rest], len(rest)
+        yield from self.encode("".join(pieces))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Decode ids to text; malformed UTF-8 becomes U+FFFD, an unknown id raises ValueError."""
+        vocab = self.vocab
+        ids = list(ids)
+        try:
+            data = b"".join([vocab[i] for i in ids])
+        except (KeyError, TypeError):
+            bad = next(i for i in ids if not _hashable_in(i, vocab))
+            raise ValueError(f"token id {bad!r} is not in the vocabulary (ids 0..{max(vocab)})") from None
+        return data.decode("utf-8", errors="replace")
+
+
+def _hashable_in(key, mapping) -> bool:
+    try:
+        return key in mapping
+    except TypeError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole-file encoding to .npy
+
+
+def _token_dtype(tokenizer: Tokenizer):
+    import numpy as np
+
+    return np.dtype(np.uint16) if tokenizer.max_token_id < 1 << 16 else np.dtype(np.uint32)
+
+
+def _init_encode_worker(tokenizer: Tokenizer, invalid_utf8: str, source: str) -> None:
+    _worker.update(tokenizer=tokenizer, invalid_utf8=invalid_utf8, source=source, dtype=_token_dtype(tokenizer))
+
+
+def _encode_chunk(job: tuple[int, bytes]):
+    import numpy as np
+
+    offset, chunk = job
+    text = _decode_utf8(chunk, offset, _worker["invalid_utf8"], _worker["source"])
+    return len(chunk), np.array(_worker["tokenizer"].encode(text), dtype=_worker["dtype"])
+
+
+def encode_file(tokenizer: Tokenizer, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
+                num_workers: int | None = None, progress: ProgressFn | None = None,
+                invalid_utf8: str = "error") -> dict:
+    """Encode a text file (`.gz` allowed) to a 1-D `.npy` of token ids, in parallel, atomically.
+
+    The file is cut at special tokens (or safe newlines) into chunks that encode independently;
+    workers encode chunks and the results are appended in order to the output, whose header is
+    rewritten with the final length at the end. Memory is a few chunks, whatever the file size.
+    Returns {"tokens", "bytes", "seconds", "dtype", "path"}.
+    """
+    import numpy as np
+    from numpy.lib import format as npy_format
+
+    if invalid_utf8 not in INVALID_UTF8_POLICIES:
+        raise ValueError(f"invalid_utf8 must be one of {INVALID_UTF8_POLICIES}, got {invalid_utf8!r}")
+    workers = _resolve_workers(num_workers)
+    path = Path(input_path)
+    start = time.perf_counter()
+    total_bytes = _input_size(path)
+    dtype = _token_dtype(tokenizer)
+    special_re = _special_pattern(tokenizer.special_tokens, as_bytes=True)
+    max_special_len = max((len(s.encode("utf-8")) for s in tokenizer.special_tokens), default=0)
+
+    def header(num_tokens: int) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        npy_format.write_array_header_1_0(buffer, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": (num_tokens,)})
+        return buffer.getvalue()
+
+    num_tokens = done_bytes = 0
+    with _open_binary(path) as stream, atomic_path(output_path) as tmp, open(tmp, "wb") as out:
+        header_length = len(header(0))
+        out.write(header(0))
+        chunks = _iter_chunks(stream, special_re, max_special_len)
+        for chunk_bytes, ids in _map_in_order(_encode_chunk, chunks, workers, _init_encode_worker,
+                                              (tokenizer, invalid_utf8, str(path))):
+            out.write(ids.tobytes())
+            num_tokens += len(ids)
+            done_bytes += chunk_bytes
+            if progress is not None:
+                progress("encode", done_bytes, total_bytes)
+        final_header = header(num_tokens)
+        if len(final_header) != header_length:  # cannot happen below 10**40 tokens; never write a corrupt file
+            raise RuntimeError("npy header length changed")
+        out.seek(0)
+        out.write(final_header)
+        out.flush()
+    return {"tokens": num_tokens, "bytes": done_bytes, "seconds": time.perf_counter() - start,
+            "dtype": dtype.name, "path": str(output_path)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: `python -m cs336_core.tokenization train|encode ...` (console script cs336-bpe)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cs336-bpe", description="Train a byte-level BPE tokenizer or encode a file with one.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train vocab.json + merges.txt on a text file")
+    train.add_argument("--input", required=True, help="UTF-8 text file (.gz allowed)")
+    train.add_argument("--vocab-size", type=int, required=True)
+    train.add_argument("--special-token", action="append", default=[], help="repeatable; e.g. '<|endoftext|>'")
+    train.add_argument("--out-dir", required=True, help="writes vocab.json and merges.txt here")
+    train.add_argument("--workers", type=int, default=None)
+    train.add_argument("--invalid-utf8", choices=INVALID_UTF8_POLICIES, default="error")
+
+    encode = commands.add_parser("encode", help="encode a text file to a .npy of token ids")
+    encode.add_argument("--vocab", required=True)
+    encode.add_argument("--merges", required=True)
+    encode.add_argument("--special-token", action="append", default=[])
+    encode.add_argument("--input", required=True)
+    encode.add_argument("--output", required=True, help=".npy destination")
+    encode.add_argument("--workers", type=int, default=None)
+    encode.add_argument("--invalid-utf8", choices=INVALID_UTF8_POLICIES, default="error")
+
+    args = parser.parse_args(argv)
+    progress = ConsoleProgress()
+    try:
+        if args.command == "train":
+            start = time.perf_counter()
+            vocab, merges = train_bpe(args.input, args.vocab_size, args.special_token, num_workers=args.workers,
+                                      progress=progress, invalid_utf8=args.invalid_utf8)
+            progress.close()
+            out_dir = Path(args.out_dir)
+            save_vocab_merges(vocab, merges, out_dir / "vocab.json", out_dir / "merges.txt")
+            longest = max(vocab.values(), key=len)
+            print(f"trained {len(vocab)} tokens ({len(merges)} merges) in {time.perf_counter() - start:.1f}s; "
+                  f"longest token {longest!r}; wrote {out_dir / 'vocab.json'} and {out_dir / 'merges.txt'}")
+        else:
+            tokenizer = Tokenizer.from_files(args.vocab, args.merges, args.special_token)
+            stats = encode_file(tokenizer, args.input, args.output, num_workers=args.workers, progress=progress,
+                                invalid_utf8=args.invalid_utf8)
+            progress.close()
+            ratio = stats["bytes"] / max(stats["tokens"], 1)
+            print(f"{stats['tokens']:,} tokens ({stats['dtype']}) from {stats['bytes']:,} bytes "
+                  f"({ratio:.2f} bytes/token) in {stats['seconds']:.1f}s -> {stats['path']}")
+    except (ValueError, FileNotFoundError) as err:
+        progress.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Tests of the BPE trainer (exactness against a brute-force trainer), serialization and errors."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import regex
+from hypothesis import given, settings, strategies as st
+
+from cs336_core import tokenization
+from cs336_core.tokenization import (
+    GPT2_PRETOKENIZE_PATTERN, Tokenizer, load_vocab_merges, save_vocab_merges, train_bpe,
+)
+
+
+def brute_force_train(text: str, vocab_size: int, special_tokens: list[str]):
+    """The handout's algorithm written as plainly as possible: recount every pair every merge."""
+    vocab = {i: s.encode() for i, s in enumerate(special_tokens)}
+    vocab.update({len(special_tokens) + b: bytes([b]) for b in range(256)})
+    if special_tokens:
+        alternation = "|".join(regex.escape(s) for s in sorted(special_tokens, key=len, reverse=True))
+        segments = regex.split(alternation, text)
+    else:
+        segments = [text]
+    words = collections.Counter()
+    for segment in segments:
+        for pretoken in regex.findall(GPT2_PRETOKENIZE_PATTERN, segment):
+            words[tuple(bytes([b]) for b in pretoken.encode())] += 1
+    merges = []
+    while len(vocab) < vocab_size:
+        pairs = collections.Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = max(pairs, key=lambda pair: (pairs[pair], pair))
+        merges.append(best)
+        vocab[len(vocab)] = best[0] + best[1]
+        merged_words = collections.Counter()
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(best[0] + best[1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged_words[tuple(out)] += count
+        words = merged_words
+    return vocab, merges
+
+
+def test_handout_worked_example():
+    # The handout's example splits on whitespace only; feed its pre-token counts to the merge loop.
+    counts = {b"low": 5, b"lower": 2, b"widest": 3, b"newest": 6}
+    vocab = {0: b"<|endoftext|>"} | {1 + b: bytes([b]) for b in range(256)}
+    merges = tokenization._merge_pretoken_counts(counts, vocab, 6)
+    assert merges == [(b"s", b"t"), (b"e", b"st"), (b"o", b"w"), (b"l", b"ow"), (b"w", b"est"), (b"n", b"e")]
+    assert [vocab[i] for i in range(257, 263)] == [b"st", b"est", b"ow", b"low", b"west", b"ne"]
+
+
+CORPORA = {
+    "ties": "ab ab ba ba cd cd dc dc xy yx " * 3,
+    "unicode": "héllo wörld 你好世界 你好 emoji 🙂🙂 🙂x naïve café café\n\n  tabs\tand  spaces   end ",
+    "specials": "the cat<|endoftext|>the hat<|endoftext|><|endoftext|>that cat sat<|endoftext|> it's we'll",
+    "overlapping": "a<|endoftext|><|endoftext|>b<|endoftext|>c ab ab<|endoftext|><|endoftext|>",
+    "contractions": "I'm you're they've she'll he'd it's 'tis ''' don't\n" * 4,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_train_matches_brute_force(tmp_path, name, num_workers, monkeypatch):
+    text = CORPORA[name]
+    specials = ["<|endoftext|>"] + (["<|endoftext|><|endoftext|>"] if name == "overlapping" else [])
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 32)  # force many chunks and cuts
+    vocab, merges = train_bpe(path, 256 + len(specials) + 60, specials, num_workers=num_workers)
+    expected_vocab, expected_merges = brute_force_train(text, 256 + len(specials) + 60, specials)
+    assert merges == expected_merges
+    assert vocab == expected_vocab
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "ab", " ", "  ", "\n", "é", "🙂", "'s", "<|endoftext|>", "1", "!", "x"]),
+                min_size=1, max_size=60),
+       st.integers(min_value=1, max_value=40))
+def test_train_matches_brute_force_random(tmp_path_factory, pieces, extra_merges):
+    text = "".join(pieces)
+    path = tmp_path_factory.mktemp("bpe") / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    vocab, merges = train_bpe(path, 257 + extra_merges, ["<|endoftext|>"], num_workers=1)
+    assert (vocab, merges) == brute_force_train(text, 257 + extra_merges, ["<|endoftext|>"])
+
+
+def test_train_chunked_parallel_equals_single_chunk(tmp_path, monkeypatch):
+    # No special tokens at all: chunks must be cut at newlines that cannot change pre-tokenization.
+    lines = [f"Line {i} says hello  to\tnumber {i * 7}.\n" + (" \n" if i % 3 else "") for i in range(400)]
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(lines), encoding="utf-8")
+    whole = train_bpe(path, 400, [], num_workers=1)
+    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 200)
+    chunks = list(tokenization._iter_chunks(open(path, "rb"), None, 0))
+    assert len(chunks) > 10
+    assert train_bpe(path, 400, [], num_workers=2) == whole
+    assert whole == brute_force_train(path.read_text(), 400, [])
+
+
+def test_train_reads_gzip_and_reports_progress(tmp_path):
+    text = CORPORA["specials"] * 20
+    plain, packed = tmp_path / "c.txt", tmp_path / "c.txt.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    calls = []
+    result = train_bpe(packed, 300, ["<|endoftext|>"], num_workers=1, progress=lambda *a: calls.append(a))
+    assert result == train_bpe(plain, 300, ["<|endoftext|>"], num_workers=1)
+    assert {phase for phase, _, _ in calls} == {"pretokenize", "merge"}
+    assert calls[-1][0] == "merge" and calls[-1][1] == calls[-1][2] == len(result[1])
+
+
+def test_training_stops_when_no_pair_is_left(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("aaaa")
+    vocab, merges = train_bpe(path, 1000, [], num_workers=1)
+    assert merges == [(b"a", b"a"), (b"aa", b"aa")]
+    assert len(vocab) == 258
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors: clear messages, nothing written
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("hello world<|endoftext|>")
+    return path
+
+
+@pytest.mark.parametrize("vocab_size, specials, message", [
+    (256, ["<|endoftext|>"], "vocab_size 256 is below"),
+    (300, ["<|endoftext|>", "<|endoftext|>"], "duplicate special token"),
+    (300, [""], "non-empty str"),
+    (300, [b"<|endoftext|>"], "non-empty str"),
+    (300, ["bad\ud800"], "not valid text"),
+    ("300", [], "vocab_size must be an int"),
+])
+def test_train_rejects_bad_arguments(corpus, vocab_size, specials, message):
+    with pytest.raises(ValueError, match=regex.escape(message)):
+        train_bpe(corpus, vocab_size, specials, num_workers=1)
+
+
+def test_train_rejects_missing_and_empty_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        train_bpe(tmp_path / "nope.txt", 300, [])
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        train_bpe(tmp_path / "empty.txt", 300, [], num_workers=1)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_invalid_utf8_names_the_offset_or_is_replaced(tmp_path, monkeypatch, num_workers):
+    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 64)
+    data = ("<|endoftext|>word " * 20).encode() + b"bad \xff byte" + b" more words" * 10
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    bad_offset = data.index(b"\xff")
+    with pytest.raises(ValueError, match=f"invalid UTF-8 at byte offset {bad_offset}"):
+        train_bpe(path, 300, ["<|endoftext|>"], num_workers=num_workers)
+    vocab, merges = train_bpe(path, 300, ["<|endoftext|>"], num_workers=num_workers, invalid_utf8="replace")
+    assert (vocab, merges) == brute_force_train(data.decode(errors="replace"), 300, ["<|endoftext|>"])
+    with pytest.raises(ValueError, match="invalid_utf8 must be one of"):
+        train_bpe(path, 300, [], invalid_utf8="ignore")
+
+
+# ----------------------------------------------------------------------------------------------
+# Serialization
+
+
+def test_save_load_round_trips_every_byte(tmp_path):
+    vocab = {0: b"<|endoftext|>"} | {1 + b: bytes([b]) for b in range(256)}
+    vocab.update({257: b" \x00", 258: b"\xff\xfe", 259: b" \x00\xff\xfe", 260: b"\n\n", 261: "é".encode()})
+    merges = [(b" ", b"\x00"), (b"\xff", b"\xfe"), (b" \x00", b"\xff\xfe"), (b"\n", b"\n"), (b"\xc3", b"\xa9")]
+    save_vocab_merges(vocab, merges, tmp_path / "vocab.json", tmp_path / "merges.txt")
+    assert load_vocab_merges(tmp_path / "vocab.json", tmp_path / "merges.txt") == (vocab, merges)
+    assert (tmp_path / "merges.txt").read_text().startswith("#version")
+    tokenizer = Tokenizer(vocab, merges, ["<|endoftext|>"])
+    tokenizer.save(tmp_path / "v2.json", tmp_path / "m2.txt")
+    reloaded = Tokenizer.from_files(tmp_path / "v2.json", tmp_path / "m2.txt", ["<|endoftext|>"])
+    text = "x \x00\xff é\n\n<|endoftext|>"
+    assert reloaded.encode(text) == tokenizer.encode(text)
+
+
+def test_trained_tokenizer_round_trips_through_files(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(CORPORA["unicode"] * 5 + "<|endoftext|>" + CORPORA["contractions"])
+    vocab, merges = train_bpe(path, 330, ["<|endoftext|>"], num_workers=1)
+    save_vocab_merges(vocab, merges, tmp_path / "vocab.json", tmp_path / "merges.txt")
+    assert load_vocab_merges(tmp_path / "vocab.json", tmp_path / "merges.txt") == (vocab, merges)
+
+
+def test_save_refuses_duplicate_tokens_and_writes_nothing(tmp_path):
+    vocab = {0: b"a"} | {1 + b: bytes([b]) for b in range(256)}
+    with pytest.raises(ValueError, match="both"):
+        save_vocab_merges(vocab, [], tmp_path / "vocab.json", tmp_path / "merges.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_reports_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_vocab_merges(tmp_path / "missing.json", tmp_path / "m.txt")
+    (tmp_path / "v.json").write_text(json.dumps({"a": 0}))
+    (tmp_path / "m.txt").write_text("#version: 0.2\na b c\n")
+    with pytest.raises(ValueError, match=r"m.txt:2: expected two tokens"):
+        load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
+    (tmp_path / "v.json").write_text(json.dumps({"a b": 0}))
+    with pytest.raises(ValueError, match="byte-to-unicode"):
+        load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
+
+
+def test_cli_trains_and_encodes(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text((CORPORA["specials"] + CORPORA["unicode"]) * 30)
+    out = tmp_path / "tok"
+    run = subprocess.run([sys.executable, "-m", "cs336_core.tokenization", "train", "--input", str(corpus),
+                          "--vocab-size", "300", "--special-token", "<|endoftext|>", "--out-dir", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    vocab, merges = load_vocab_merges(out / "vocab.json", out / "merges.txt")
+    assert (vocab, merges) == train_bpe(corpus, 300, ["<|endoftext|>"], num_workers=1)
+    run = subprocess.run([sys.executable, "-m", "cs336_core.tokenization", "encode", "--vocab", str(out / "vocab.json"),
+                          "--merges", str(out / "merges.txt"), "--special-token", "<|endoftext|>",
+                          "--input", str(corpus), "--output", str(tmp_path / "ids.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    tokenizer = Tokenizer(vocab, merges, ["<|endoftext|>"])
+    assert np.load(tmp_path / "ids.npy").tolist() == tokenizer.encode(corpus.read_text())
+    bad = subprocess.run([sys.executable, "-m", "cs336_core.tokenization", "train", "--input", str(tmp_path / "no.txt"),
+                          "--vocab-size", "300", "--out-dir", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no.txt" in bad.stderr
+    assert not (tmp_path / "x").exists()
