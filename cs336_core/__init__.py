@@ -35,6 +35,10 @@ _EXPORTS = {
     "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint"],
     "decoding": ["generate"],
     "accounting": ["ModelShape", "count_parameters", "forward_flops", "training_memory", "adamw_step_flops"],
+    "corpora": [
+        "generate_stories", "stdlib_prose", "download", "DownloadError", "CORPUS_SOURCES", "ENDOFTEXT",
+        "iter_documents", "split_documents", "sample_documents", "corpus_stats",
+    ],
     "files": ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"],
     "progress": ["ProgressFn", "ConsoleProgress", "ThrottledLog"],
 }

@@ -1,0 +1,837 @@
+"""Corpora: two embedded corpora that need no network, the handout's downloads, and document tools.
+
+* `generate_stories`: simple children's stories in the TinyStories format, written by a procedural
+  generator (characters with pronouns, places, objects, feelings, weather, a dozen plot shapes with
+  dialogue and morals). Deterministic by seed, any size, streamed to disk.
+* `stdlib_prose`: real English prose extracted from the running Python's standard library
+  (docstrings, read with `ast` so no module is imported, plus `pydoc_data.topics`), the offline
+  stand-in for OpenWebText.
+* `download`: streamed, resumable, verified downloads of the handout's corpora (`CORPUS_SOURCES`).
+* `iter_documents`, `split_documents`, `sample_documents`, `corpus_stats`: streaming, constant memory.
+
+Documents are separated as in TinyStoriesV2: each document is followed by "\\n<|endoftext|>\\n".
+Nothing here imports torch or Dagster.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import gzip
+import hashlib
+import os
+import random
+import re
+import shutil
+import socket
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+from typing import Iterator
+
+from cs336_core.files import PathLike, atomic_path
+from cs336_core.progress import ProgressFn
+
+ENDOFTEXT = "<|endoftext|>"
+PREVIEW_CHARS = 600
+_READ_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+
+_HF_TINYSTORIES = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main"
+_HF_OWT = "https://huggingface.co/datasets/stanford-cs336/owt-sample/resolve/main"
+# The handout's download URLs (section 1.3). The .gz files are decompressed by `download`.
+CORPUS_SOURCES: dict[str, dict[str, str]] = {
+    "tinystories": {
+        "train": f"{_HF_TINYSTORIES}/TinyStoriesV2-GPT4-train.txt",
+        "valid": f"{_HF_TINYSTORIES}/TinyStoriesV2-GPT4-valid.txt",
+    },
+    "owt": {
+        "train": f"{_HF_OWT}/owt_train.txt.gz",
+        "valid": f"{_HF_OWT}/owt_valid.txt.gz",
+    },
+}
+
+
+def _document_record(document: str, separator: str = ENDOFTEXT) -> str:
+    return f"{document}\n{separator}\n"
+
+
+def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " ..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Procedural children's stories
+# ---------------------------------------------------------------------------------------------
+
+_GIRL_NAMES = (
+    "Lily Mia Sue Anna Emma Lucy Zoe Ella Amy Rose Kate Molly Sara Daisy Ruby Nora Ivy Grace Maya "
+    "Chloe Hannah Lola Bella Tina Jane Clara Ava Nina Poppy Luna"
+).split()
+_BOY_NAMES = (
+    "Tom Ben Max Sam Jack Leo Tim Jake Finn Timmy Bobby Joe Sam Noah Oscar Henry Billy Ollie Danny "
+    "Lucas Toby Eli Jimmy Mark Peter Alex Theo Milo Ryan Luke"
+).split()
+# (kind, is_animal); people are "a little girl", animals "a little cat".
+_PEOPLE_KINDS = {"she": ("girl",), "he": ("boy",)}
+_ANIMAL_KINDS = (
+    "cat dog puppy kitten bunny bird bear fox mouse frog duck owl squirrel pig cow horse lion "
+    "elephant turtle monkey sheep goat deer hedgehog penguin"
+).split()
+_HERO_ADJECTIVES = (
+    "little happy kind brave curious shy silly small clever friendly gentle playful sleepy busy "
+    "cheerful tiny funny quiet lively careful"
+).split()
+_PLACES = (
+    "the park|the forest|the garden|the beach|the farm|the lake|the big hill|the playground|"
+    "the market|the library|the zoo|the river|the meadow|the backyard|the school|the toy shop|"
+    "the pond|the woods|grandma's house|the bakery|the old barn|the village|the sandbox|the field"
+).split("|")
+_THING_ADJECTIVES = (
+    "red blue green yellow pink purple orange shiny soft old new big small striped spotted "
+    "sparkly wooden golden"
+).split()
+_THINGS = (
+    "ball|kite|teddy bear|toy car|hat|bike|doll|book|balloon|toy boat|drum|scarf|rock|train|"
+    "puzzle|jump rope|umbrella|whistle|blanket|bucket|crown|robot|music box|marble|wagon|flute|"
+    "truck|necklace|shovel|box of crayons|feather|shell|yo-yo|bell|spoon|cup|sock|key"
+).split("|")
+_TREATS = (
+    "apple|cookie|piece of cake|sandwich|banana|candy|slice of pie|ice cream|cupcake|muffin|"
+    "orange|jar of honey|piece of cheese|bowl of soup|carrot|pear|lollipop|pancake|bun|peach"
+).split("|")
+# (base form, -ing form)
+_ACTIVITIES = (
+    ("run in the grass", "running in the grass"), ("jump in puddles", "jumping in puddles"),
+    ("sing songs", "singing songs"), ("dance", "dancing"), ("paint pictures", "painting pictures"),
+    ("read books", "reading books"), ("climb trees", "climbing trees"),
+    ("build towers with blocks", "building towers with blocks"),
+    ("look at the stars", "looking at the stars"), ("swim in the lake", "swimming in the lake"),
+    ("fly kites", "flying kites"), ("pick flowers", "picking flowers"),
+    ("draw with chalk", "drawing with chalk"), ("play hide and seek", "playing hide and seek"),
+    ("watch the clouds", "watching the clouds"), ("collect leaves", "collecting leaves"),
+    ("bake cookies", "baking cookies"), ("play ball", "playing ball"),
+    ("dig in the sand", "digging in the sand"), ("ride on the swing", "riding on the swing"),
+    ("count the birds", "counting the birds"), ("make mud pies", "making mud pies"),
+)
+_GOOD_FEELINGS = "happy glad proud excited thankful joyful calm".split()
+_BAD_FEELINGS = "sad worried scared upset lonely grumpy nervous".split()
+_GROWNUPS = "mom|dad|grandma|grandpa|big sister|big brother|teacher|aunt|uncle".split("|")
+_WEATHER = (
+    "The sun was shining and the birds were singing.",
+    "It was a warm and sunny day.",
+    "The wind was blowing and the leaves were dancing.",
+    "Big gray clouds were in the sky.",
+    "Snow covered the ground like a soft white blanket.",
+    "Soft rain was falling on the roofs.",
+    "The sky was blue and the air was fresh.",
+    "It was a cold morning and the grass was wet.",
+    "The flowers were blooming and the bees were buzzing.",
+    "It was a quiet evening and the sun was going down.",
+)
+_HIDING_SPOTS = (
+    "under a big leaf|behind a tree|under the bed|in a bush|next to the fence|under the slide|"
+    "behind a rock|in the tall grass|under a bench|inside an old box|near the pond|in a hole"
+).split("|")
+_HIGH_SPOTS = "on a high shelf|at the top of a tree|on the roof|on a tall wall|on top of the fridge".split("|")
+_FEARS = (
+    ("a loud noise", "it was only the wind banging a door"),
+    ("a big shadow", "it was only the shadow of a friendly tree"),
+    ("the dark", "the dark was just the night, full of stars"),
+    ("a growl in the bushes", "it was only a hungry puppy"),
+    ("a strange light", "it was only a little firefly"),
+    ("the deep water", "the water was not so deep near the shore"),
+)
+_TIMES = (
+    "One day", "One morning", "One sunny afternoon", "One evening", "Early one morning",
+    "One rainy day", "Last summer", "One cold winter day", "One spring morning",
+)
+_THENS = ("Then", "After that", "Soon", "After a while", "A moment later", "Later")
+_GENERIC_MORALS = (
+    "{hero} learned that it is good to help your friends.",
+    "{hero} learned that kindness is the best gift of all.",
+    "{hero} learned that it is okay to ask for help.",
+)
+# Morals that fit each plot, so the ending depends on the story (something for a model to learn).
+_PLOT_MORALS = {
+    "lost_thing": ("{hero} learned to take good care of {his} things.",
+                   "{hero} learned that a good friend helps you when you are {bad}."),
+    "out_of_reach": ("{hero} learned that two friends can do more than one.",
+                     "{hero} learned that it is okay to ask for help."),
+    "sharing": ("{hero} learned that sharing makes everyone happy.",
+                "{hero} learned that a treat tastes better when you share it."),
+    "scared": ("{hero} learned that being brave is not the same as not being scared.",
+               "{hero} learned that things are often less scary when you look closely."),
+    "broken": ("{hero} learned that telling the truth is always best.",
+               "{hero} learned that saying sorry can fix a lot."),
+    "new_friend": ("{hero} learned that saying hello is the first step to a new friend.",
+                   "{hero} learned that it is fun to try new things."),
+    "rainy_day": ("{hero} learned that a rainy day can be fun too.",
+                  "{hero} learned that there is always something good to find."),
+    "race": ("{hero} learned that friends are more important than winning.",
+             "{hero} learned that being kind is better than being first."),
+    "helping": ("{hero} learned that even a small {hero_kind} can help.",
+                "{hero} learned that helping others feels good."),
+    "surprise": ("{hero} learned that surprises are best when you share them.",
+                 "{hero} learned that being curious can lead to fun."),
+    "baking": ("{hero} learned that a mess can be cleaned up when you work together.",
+               "{hero} learned that gifts made with love are the best."),
+    "try_again": ("{hero} learned that if you keep trying, you can do hard things.",
+                  "{hero} learned that being patient is worth it."),
+}
+_ENDINGS = (
+    "From that day on, {hero} and {friend} were best friends.",
+    "{hero} smiled. It was the best day ever.",
+    "And they all lived happily ever after.",
+    "That night, {hero} went to bed with a big smile.",
+    "{hero} hugged {his} {grownup} and said, \"Thank you!\"",
+    "They played together until the sun went down.",
+    "{hero} could not wait to come back to {place} again.",
+    "{hero} and {friend} laughed and laughed.",
+)
+
+# Plots are sequences of beats; each beat lists alternative sentence templates (one is chosen) and
+# may hold several sentences. Placeholders are filled from the story's cast and setting.
+_PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "lost_thing": (
+        ("{hero} took {his} {thing_adj} {thing} to {place}.",
+         "{hero} brought {his} {thing_adj} {thing} to {place} to play.",
+         "{hero} and {his} {thing_adj} {thing} went to {place} together."),
+        ("{He} played and played, but then {he} could not find {his} {thing}!",
+         "{He} put the {thing} down to {activity}. When {he} looked back, the {thing} was gone!",
+         "{Then}, {hero} looked around. {His} {thing} was not there anymore."),
+        ("{hero} felt {bad}. \"Where is my {thing}?\" {he} cried.",
+         "{hero} was very {bad}. {He} sat down and started to cry.",
+         "\"Oh no! I lost my {thing}!\" said {hero}. {He} felt very {bad}."),
+        ("{friend}, a {friend_adj} {friend_kind}, saw {him} and asked, \"Why are you {bad}?\"",
+         "Just then, {friend} the {friend_kind} came by. \"What is wrong?\" asked {friend}.",
+         "A {friend_adj} {friend_kind} named {friend} heard {him}. \"Can I help you?\" {fhe} asked."),
+        ("\"I lost my {thing},\" said {hero}. \"Let's look for it together,\" said {friend}.",
+         "{hero} told {friend} about the {thing}. {friend} said, \"Don't worry. I will help you find it.\""),
+        ("They looked everywhere. At last, {friend} found the {thing} {hiding}.",
+         "They looked high and low. {Then}, {hero} saw something {thing_adj} {hiding}. It was the {thing}!",
+         "They searched and searched. Finally, they found the {thing} {hiding}."),
+        ("{hero} was so {good}. \"Thank you, {friend}!\" {he} said.",
+         "{hero} hugged {his} {thing} and felt {good}. {He} thanked {friend} again and again."),
+    ),
+    "out_of_reach": (
+        ("{time}, {hero} saw a {thing_adj} {thing} {high}.",
+         "{time}, {hero} was at {place} when {he} saw a {thing_adj} {thing} {high}."),
+        ("{He} wanted it very much. {He} jumped and jumped, but {he} could not reach it.",
+         "{He} tried to reach it. {He} stood on {his} toes, but {he} was too small.",
+         "{He} stretched {his} arms as far as {he} could, but the {thing} was too high."),
+        ("{hero} felt {bad}. {He} did not know what to do.",
+         "\"I will never get it,\" said {hero} in a {bad} voice."),
+        ("{Then} {his} {grownup} came. \"I can help you,\" said {his} {grownup}, and got the {thing} down.",
+         "{friend} the {friend_kind} saw {him} and had an idea. \"Climb on my back!\" said {friend}.",
+         "{hero} asked {friend} for help. {friend} found a box, and {hero} stood on it to reach the {thing}."),
+        ("At last {hero} had the {thing}. {He} was so {good} that {he} shared it with {friend}.",
+         "{hero} held the {thing} and smiled. \"We did it!\" {he} said to {friend}."),
+    ),
+    "sharing": (
+        ("{time}, {hero} had a big {treat}. {He} was about to eat it.",
+         "{hero}'s {grownup} gave {him} a yummy {treat} to take to {place}."),
+        ("{Then} {he} saw {friend}, a {friend_adj} {friend_kind}. {friend} looked hungry and {bad}.",
+         "At {place}, {hero} met {friend} the {friend_kind}. {friend} had nothing to eat."),
+        ("{hero} thought for a moment. {He} wanted the whole {treat} for {himself}.",
+         "{hero} did not want to share at first. The {treat} looked so good."),
+        ("But then {he} said, \"Would you like some of my {treat}?\"",
+         "Then {he} broke the {treat} in two and gave half to {friend}.",
+         "\"Here, you can have half,\" said {hero} with a smile."),
+        ("{friend} was so {good}. \"Thank you, {hero}! You are very kind,\" said {friend}.",
+         "{friend} smiled a big smile. They ate the {treat} together, and it tasted even better."),
+    ),
+    "scared": (
+        ("{time}, {hero} was at {place} with {his} {grownup}.",
+         "{hero} was playing at {place} when it started to get dark."),
+        ("Suddenly, {he} heard {fear}. {He} felt very {bad} and hid behind {his} {grownup}.",
+         "Then {hero} saw {fear}. {He} was so scared that {he} wanted to run home.",
+         "All of a sudden there was {fear}. {hero} shook and did not move."),
+        ("\"Don't be scared,\" said {his} {grownup}. \"Let's go and look together.\"",
+         "{His} {grownup} held {his} hand. \"Be brave, {hero},\" {grownup_pronoun} said softly."),
+        ("They went to look, and {hero} saw that {fear_answer}.",
+         "{hero} took a deep breath and looked. {He} saw that {fear_answer}."),
+        ("{hero} laughed. \"I was scared for nothing!\" {he} said.",
+         "{hero} was not scared anymore. {He} felt brave and {good}."),
+    ),
+    "broken": (
+        ("{hero} loved {his} {grownup}'s {thing_adj} {thing}. {He} was not supposed to play with it.",
+         "{time}, {hero} found a {thing_adj} {thing} on the table. It belonged to {his} {grownup}."),
+        ("{He} picked it up to {activity}, but it fell and broke!",
+         "{He} played with it, and then, crack! The {thing} broke into pieces."),
+        ("{hero} felt very {bad}. {He} wanted to hide the pieces.",
+         "{hero} was scared. \"Maybe nobody will know,\" {he} thought."),
+        ("But {he} knew that was not right. {He} went to {his} {grownup} and said, \"I am sorry. I broke your {thing}.\"",
+         "Then {he} remembered that it is good to tell the truth. {He} told {his} {grownup} what happened."),
+        ("{His} {grownup} gave {him} a hug. \"Thank you for telling me the truth,\" {grownup_pronoun} said. \"We can fix it together.\"",
+         "{His} {grownup} was not angry. \"Things can break, but I am proud that you told me,\" {grownup_pronoun} said."),
+        ("They fixed the {thing} with glue, and {hero} felt {good} again.",
+         "Together they made the {thing} as good as new."),
+    ),
+    "new_friend": (
+        ("{time}, {hero} went to {place}. {He} did not know anyone there.",
+         "{hero} was new in town. {He} felt a little {bad} and alone."),
+        ("{He} saw a {friend_adj} {friend_kind} named {friend}. {friend} was {friend_activity_ing}.",
+         "Near the trees, {he} saw {friend} the {friend_kind}, who was {friend_activity_ing} all alone."),
+        ("{hero} was shy, but {he} walked over and said, \"Hello! My name is {hero}. Can I play too?\"",
+         "{hero} wanted to say hello, but {he} was shy. At last {he} said, \"Hi! Do you want to play?\""),
+        ("{friend} smiled. \"Yes! I like {friend_activity_ing} with a friend,\" {fhe} said.",
+         "\"Of course!\" said {friend}. \"It is more fun with two.\""),
+        ("They played all day. They laughed and ran and had so much fun.",
+         "They took turns {activity_ing} and told funny stories."),
+    ),
+    "rainy_day": (
+        ("{time}, {hero} wanted to go to {place} to {activity}.",
+         "{hero} and {friend} had a plan. They wanted to {activity} at {place}."),
+        ("But then it started to rain. Big drops fell from the sky.",
+         "But dark clouds came, and soon it was raining hard."),
+        ("{hero} looked out of the window. {He} felt {bad}. \"Now we can't play,\" {he} said.",
+         "\"Oh no,\" said {hero}. \"The rain ruined everything.\""),
+        ("{His} {grownup} said, \"You can play inside. Why don't you build a fort with blankets?\"",
+         "{friend} had an idea. \"Let's make a tent out of pillows and pretend we are in the forest!\""),
+        ("They built a big fort and played inside it all afternoon.",
+         "They made a cozy fort, ate a {treat}, and told stories."),
+        ("When the rain stopped, a big rainbow was in the sky. \"Look!\" said {hero}. \"It is so pretty!\"",
+         "Later the sun came out, and they saw a rainbow over {place}."),
+    ),
+    "race": (
+        ("{time}, {hero} and {friend} had a race at {place}.",
+         "\"Let's have a race!\" said {friend} to {hero}. \"The first to reach the big tree wins!\""),
+        ("They ran as fast as they could. {hero} was in front.",
+         "Ready, set, go! They ran very fast, and {friend} was ahead."),
+        ("Then {friend} tripped on a rock and fell down. \"Ouch!\" {fhe} cried.",
+         "But {friend} fell and hurt {fhis} knee. {fHe} started to cry."),
+        ("{hero} stopped running. {He} went back to help {friend}.",
+         "{hero} could win the race, but {he} turned around to help {friend} up."),
+        ("\"Are you okay?\" asked {hero}. \"Let's finish together.\" They walked to the tree side by side.",
+         "{hero} held {friend}'s hand, and they reached the tree together."),
+        ("{friend} smiled. \"You are a true friend,\" {fhe} said.",
+         "Nobody won the race, but they were both {good}."),
+    ),
+    "helping": (
+        ("{time}, {hero} was walking in {place} when {he} heard a small cry.",
+         "While {hero} was {activity_ing} at {place}, {he} saw a little bird on the ground."),
+        ("It was a baby {friend_kind}. It was lost and could not find its mom.",
+         "A tiny {friend_kind} was sitting all alone. It looked very {bad}."),
+        ("\"Don't worry,\" said {hero}. \"I will help you find your mom.\"",
+         "{hero} knelt down and said softly, \"Hello, little one. Are you lost?\""),
+        ("{hero} carried the baby {friend_kind} and looked {hiding}, and then by the river.",
+         "They walked and walked. {hero} called out, \"Mama {friend_kind}! Where are you?\""),
+        ("At last, they found the mama {friend_kind}. She was so {good} to see her baby.",
+         "Soon they heard a big {friend_kind} calling. It was the mama! The baby ran to her."),
+        ("The mama {friend_kind} said, \"Thank you, kind {hero_kind}.\" {hero} felt warm inside.",
+         "{hero} waved goodbye. {He} felt very {good} because {he} had helped."),
+    ),
+    "surprise": (
+        ("{time}, {hero} found a little door {hiding}.",
+         "{time}, {hero} found an old box {hiding}. It had a {thing_adj} ribbon on top."),
+        ("{He} was very curious. \"What is inside?\" {he} wondered.",
+         "{hero} wanted to open it, but {he} was a little {bad}."),
+        ("{He} called {friend}. \"Look what I found!\" {he} said.",
+         "{He} ran to get {friend} the {friend_kind}. \"Come and see!\""),
+        ("Together they opened it slowly. Inside was a {thing_adj} {thing}!",
+         "They opened it, and inside they found a {thing_adj} {thing} and a note that said, \"For a good friend.\""),
+        ("{hero} and {friend} were so surprised. They took turns playing with the {thing}.",
+         "\"Wow!\" said {friend}. \"This is the best surprise ever!\""),
+    ),
+    "baking": (
+        ("{time}, {hero} wanted to make a cake for {his} {grownup}.",
+         "It was {his} {grownup}'s birthday. {hero} wanted to bake a special cake."),
+        ("{He} got flour, eggs, and milk. {friend} came to help.",
+         "{hero} and {friend} put on big aprons and got everything ready."),
+        ("They mixed and stirred, but the flour went everywhere! The kitchen was a big mess.",
+         "Oops! The bowl fell, and there was flour on the floor, on the table, and on {friend}'s nose."),
+        ("{hero} and {friend} laughed. Then they cleaned everything up.",
+         "They felt {bad} about the mess, so they cleaned it all up before anyone saw."),
+        ("When the cake was ready, {his} {grownup} came in. \"What a wonderful cake!\" {grownup_pronoun} said.",
+         "{His} {grownup} tasted the cake and smiled. \"This is the best cake I ever had!\""),
+    ),
+    "try_again": (
+        ("{hero} wanted to learn to {activity}. {He} watched {friend} do it every day.",
+         "{time}, {hero} decided to learn to {activity}."),
+        ("The first time {he} tried, {he} fell down. The second time, {he} fell again.",
+         "It was very hard. {He} tried and tried, but it did not work."),
+        ("{hero} felt {bad}. \"I can't do it,\" {he} said.",
+         "{hero} wanted to give up. {He} sat on the ground and frowned."),
+        ("{friend} said, \"Don't give up! I fell many times too. Try one more time.\"",
+         "{His} {grownup} said, \"Everyone has to practice. Keep trying, and you will get it.\""),
+        ("So {hero} tried again, and again. And then, {he} did it!",
+         "{hero} took a deep breath and tried once more. This time it worked!"),
+        ("\"I did it!\" shouted {hero}. {He} was so {good}.",
+         "{hero} jumped up and down. {He} felt very {good}."),
+    ),
+}
+_PLOT_NAMES = tuple(_PLOTS)
+assert set(_PLOT_MORALS) == set(_PLOTS)
+
+
+def _pronouns(subject: str) -> dict[str, str]:
+    him, his, himself = ("him", "his", "himself") if subject == "he" else ("her", "her", "herself")
+    return {"he": subject, "him": him, "his": his, "himself": himself}
+
+
+def _character(rng: random.Random, avoid: set[str], *, animal: bool | None = None) -> dict[str, str]:
+    subject = rng.choice(("he", "she"))
+    names = _BOY_NAMES if subject == "he" else _GIRL_NAMES
+    name = rng.choice([n for n in names if n not in avoid])
+    if animal is None:
+        animal = rng.random() < 0.4
+    kind = rng.choice(_ANIMAL_KINDS) if animal else _PEOPLE_KINDS[subject][0]
+    return {"name": name, "kind": kind, "adjective": rng.choice(_HERO_ADJECTIVES), **_pronouns(subject)}
+
+
+def _opening(rng: random.Random, slots: dict[str, str]) -> str:
+    templates = (
+        "Once upon a time, there was a {hero_adj} {hero_kind} named {hero}.",
+        "Once upon a time, in a small town, there lived a {hero_adj} {hero_kind} called {hero}.",
+        "There was once a {hero_adj} {hero_kind} named {hero}. {He} lived near {place}.",
+        "{hero} was a {hero_adj} {hero_kind} who loved to {activity}.",
+        "Once there was a {hero_kind} named {hero}. {hero} was very {hero_adj}.",
+        "In a little house by {place}, there lived a {hero_kind} named {hero}.",
+    )
+    sentences = [rng.choice(templates)]
+    if rng.random() < 0.6:
+        sentences.append(rng.choice((
+            "{He} loved to {activity} every day.",
+            "{His} favorite thing was {his} {thing_adj} {thing}.",
+            "{He} liked {activity_ing} more than anything.",
+            "Every day, {he} went to {place} to {activity}.",
+        )))
+    if rng.random() < 0.5:
+        sentences.append(rng.choice(_WEATHER))
+    return " ".join(sentences)
+
+
+def _story_slots(rng: random.Random) -> dict[str, str]:
+    hero = _character(rng, set())
+    friend = _character(rng, {hero["name"]})
+    grownup = rng.choice(_GROWNUPS)
+    grownup_pronoun = "she" if grownup in ("mom", "grandma", "big sister", "aunt") else (
+        "he" if grownup in ("dad", "grandpa", "big brother", "uncle") else rng.choice(("he", "she")))
+    activity, activity_ing = rng.choice(_ACTIVITIES)
+    _, friend_activity_ing = rng.choice(_ACTIVITIES)
+    fear, fear_answer = rng.choice(_FEARS)
+    slots = {
+        "hero": hero["name"], "hero_kind": hero["kind"], "hero_adj": hero["adjective"],
+        "he": hero["he"], "him": hero["him"], "his": hero["his"], "himself": hero["himself"],
+        "friend": friend["name"], "friend_kind": friend["kind"], "friend_adj": friend["adjective"],
+        "fhe": friend["he"], "fhim": friend["him"], "fhis": friend["his"],
+        "grownup": grownup, "grownup_pronoun": grownup_pronoun,
+        "place": rng.choice(_PLACES), "thing": rng.choice(_THINGS), "thing_adj": rng.choice(_THING_ADJECTIVES),
+        "treat": rng.choice(_TREATS), "activity": activity, "activity_ing": activity_ing,
+        "friend_activity_ing": friend_activity_ing,
+        "good": rng.choice(_GOOD_FEELINGS), "bad": rng.choice(_BAD_FEELINGS),
+        "hiding": rng.choice(_HIDING_SPOTS), "high": rng.choice(_HIGH_SPOTS),
+        "fear": fear, "fear_answer": fear_answer, "time": rng.choice(_TIMES), "Then": rng.choice(_THENS),
+    }
+    slots["He"], slots["His"] = slots["he"].capitalize(), slots["his"].capitalize()
+    slots["fHe"], slots["fHis"] = slots["fhe"].capitalize(), slots["fhis"].capitalize()
+    return slots
+
+
+def _fill(template: str, slots: dict[str, str]) -> str:
+    text = template.format_map(slots)
+    return text[0].upper() + text[1:]
+
+
+def generate_story(rng: random.Random) -> str:
+    """One story: an opening, a plot (beats of alternative sentences), and an ending or a moral."""
+    slots = _story_slots(rng)
+    paragraphs = [_fill(_opening(rng, slots), slots)]
+    plot = rng.choice(_PLOT_NAMES)
+    beats = _PLOTS[plot]
+    sentences: list[str] = []
+    for beat in beats:
+        sentences.append(_fill(rng.choice(beat), slots))
+        slots["Then"] = rng.choice(_THENS)
+        # Paragraph breaks at varied points, as in TinyStories.
+        if len(sentences) >= 2 and rng.random() < 0.35:
+            paragraphs.append(" ".join(sentences))
+            sentences = []
+    closing = []
+    if rng.random() < 0.7:
+        closing.append(_fill(rng.choice(_ENDINGS), slots))
+    if rng.random() < 0.5:
+        closing.append(_fill(rng.choice(_PLOT_MORALS[plot] + _GENERIC_MORALS[:1]), slots))
+    sentences.extend(closing)
+    if sentences:
+        paragraphs.append(" ".join(sentences))
+    return "\n".join(paragraphs)
+
+
+def generate_stories(out_path: PathLike, *, target_bytes: int, seed: int = 0,
+                     progress: ProgressFn | None = None) -> dict:
+    """Write generated stories to `out_path` until it holds at least `target_bytes` bytes.
+
+    The same seed gives a byte-identical file. Streamed (constant memory) and atomic.
+    """
+    if target_bytes <= 0:
+        raise ValueError(f"target_bytes must be positive, got {target_bytes}")
+    rng = random.Random(seed)
+    written = documents = 0
+    preview = ""
+    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        while written < target_bytes:
+            story = generate_story(rng)
+            preview = preview or story
+            record = _document_record(story).encode("utf-8")
+            f.write(record.decode("utf-8"))
+            written += len(record)
+            documents += 1
+            if progress and documents % 2000 == 0:
+                progress("generate stories", min(written, target_bytes), target_bytes)
+    if progress:
+        progress("generate stories", target_bytes, target_bytes)
+    return {"path": str(out_path), "bytes": written, "documents": documents, "preview": _preview(preview)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Prose from the standard library
+# ---------------------------------------------------------------------------------------------
+
+# Directories of the stdlib tree that are not the standard library's own prose.
+_SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "__phello__"}
+_DOCSTRING_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_MIN_WORDS = 8
+
+
+def _stdlib_sources() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    sources = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("config-"))
+        sources.extend(Path(dirpath, name) for name in sorted(filenames) if name.endswith(".py"))
+    return sources
+
+
+def _docstrings(source_path: Path) -> Iterator[str]:
+    """Docstrings of a source file in source order, read with `ast` (nothing is imported or run)."""
+    try:
+        tree = ast.parse(source_path.read_bytes(), filename=str(source_path))
+    except (SyntaxError, ValueError, UnicodeDecodeError):
+        return  # e.g. test data written in Python 2 syntax
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _DOCSTRING_NODES):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                yield doc
+            # Only definitions can hold docstrings; skip expression subtrees for speed.
+            stack.extend(reversed([child for child in node.body if isinstance(child, (*_DOCSTRING_NODES, ast.If, ast.Try))]))
+        elif isinstance(node, (ast.If, ast.Try)):
+            children = [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]
+            for handler in getattr(node, "handlers", []):
+                children.extend(handler.body)
+            stack.extend(reversed([c for c in children if isinstance(c, (*_DOCSTRING_NODES, ast.If, ast.Try))]))
+
+
+def _normalise_prose(text: str, separator: str = ENDOFTEXT) -> str:
+    text = text.replace(separator, "").replace("\r\n", "\n").replace("\t", "    ")
+    lines = [line.rstrip() for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _stdlib_documents() -> Iterator[str]:
+    for source in _stdlib_sources():
+        yield from _docstrings(source)
+    from pydoc_data.topics import topics  # a plain dict literal; importing it has no side effects
+
+    for name in sorted(topics):
+        yield topics[name]
+
+
+def stdlib_prose(out_path: PathLike, *, max_bytes: int | None = None, progress: ProgressFn | None = None) -> dict:
+    """Write the running Python's stdlib docstrings and pydoc topics as one document each.
+
+    Tiny (fewer than 8 words) and duplicate documents are dropped; the order is deterministic for a
+    given Python installation. Stops before the document that would exceed `max_bytes`.
+    """
+    if max_bytes is not None and max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive or None, got {max_bytes}")
+    seen: set[bytes] = set()
+    written = documents = 0
+    preview = ""
+    sources_total = len(_stdlib_sources())
+    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for raw in _stdlib_documents():
+            document = _normalise_prose(raw)
+            if len(document.split()) < _MIN_WORDS:
+                continue
+            digest = hashlib.blake2b(document.encode("utf-8"), digest_size=16).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            record = _document_record(document)
+            size = len(record.encode("utf-8"))
+            if max_bytes is not None and written + size > max_bytes:
+                break
+            f.write(record)
+            written += size
+            documents += 1
+            preview = preview or document
+            if progress and documents % 1000 == 0:
+                progress("stdlib prose", written, max_bytes or 0)
+    if progress:
+        progress("stdlib prose", written, max_bytes or written)
+    return {"path": str(out_path), "bytes": written, "documents": documents, "preview": _preview(preview),
+            "python": sys.version.split()[0], "source_files": sources_total}
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads
+# ---------------------------------------------------------------------------------------------
+
+class DownloadError(RuntimeError):
+    """A download failed for a reason retrying will not fix (HTTP error status, bad checksum, ...)."""
+
+
+_RETRYABLE = (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, HTTPException, OSError)
+
+
+def _partial_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".partial")
+
+
+def _content_range_total(header: str | None) -> int | None:
+    """The total size from a Content-Range header ("bytes 10-99/100" or "bytes */100")."""
+    match = re.fullmatch(r"bytes\s+(?:\d+-\d+|\*)/(\d+)", (header or "").strip())
+    return int(match.group(1)) if match else None
+
+
+def _fetch_into_partial(url: str, partial: Path, *, chunk_size: int, timeout: float,
+                        progress: ProgressFn | None) -> int | None:
+    """One attempt: append the rest of `url` to `partial`, resuming with a Range request.
+
+    Returns the total size the server announced (None if unknown). Raises a retryable error if
+    the connection breaks and DownloadError for HTTP error statuses.
+    """
+    offset = partial.stat().st_size if partial.exists() else 0
+    headers = {"User-Agent": "cs336-pipeline", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            # Nothing left to send from `offset`: either the partial is already complete, or it is
+            # longer than the remote file (the file changed); the caller's size check decides.
+            total = _content_range_total(error.headers.get("Content-Range"))
+            error.close()
+            if total is not None and total != offset:
+                partial.unlink()
+                raise ConnectionError(f"partial download of {url} is {offset} bytes but the file has {total}; restarting")
+            return total if total is not None else offset
+        error.close()
+        if error.code == 429 or error.code >= 500:  # the server is busy or broken right now: retry
+            raise ConnectionError(f"HTTP {error.code} {error.reason} for {url}") from None
+        raise DownloadError(f"HTTP {error.code} {error.reason} for {url}") from None
+    with response:
+        if response.status == 206:
+            start_match = re.match(r"bytes\s+(\d+)-", response.headers.get("Content-Range", ""))
+            if not start_match or int(start_match.group(1)) != offset:
+                raise DownloadError(f"{url} answered Range {offset}- with Content-Range "
+                                    f"{response.headers.get('Content-Range')!r}")
+            total = _content_range_total(response.headers.get("Content-Range"))
+            mode = "ab"
+        else:
+            # 200: a server that ignores Range sends the whole file again, so start over.
+            offset, mode = 0, "wb"
+            length = response.headers.get("Content-Length")
+            total = int(length) if length is not None else None
+        done = offset
+        with open(partial, mode) as f:
+            while chunk := response.read(chunk_size):
+                f.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress("download", done, total or 0)
+            f.flush()
+            os.fsync(f.fileno())
+    if total is not None and done < total:
+        raise ConnectionError(f"connection closed after {done} of {total} bytes of {url}")
+    return total
+
+
+def _sha256_of(path: Path, chunk_size: int = _READ_CHUNK) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def download(url: str, dest: PathLike, *, sha256: str | None = None, expected_size: int | None = None,
+             decompress_gzip: bool | None = None, chunk_size: int = 1 << 20, timeout: float = 60,
+             retries: int = 3, overwrite: bool = False, progress: ProgressFn | None = None) -> Path:
+    """Download `url` to `dest`: streamed, resumable, verified, and never half-written.
+
+    Bytes arrive in `dest.partial`, which survives failures so the next attempt (a retry here, or a
+    later call) resumes it with `Range: bytes=N-`. `sha256` and `expected_size` are checked against
+    the bytes as served (the compressed file for a .gz); on a mismatch the partial is deleted and a
+    DownloadError names expected and actual values. A gzip file (decided by `decompress_gzip`, or
+    when None by the gzip magic bytes, unless `dest` itself ends in .gz) is then decompressed
+    into `dest` atomically. An existing `dest` is kept unless `overwrite`.
+    """
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial_path(dest)
+    for attempt in range(retries + 1):
+        try:
+            total = _fetch_into_partial(url, partial, chunk_size=chunk_size, timeout=timeout, progress=progress)
+            break
+        except DownloadError:
+            raise
+        except _RETRYABLE as error:
+            if attempt == retries:
+                raise DownloadError(f"download of {url} failed after {retries + 1} attempts ({error}); "
+                                    f"{partial} is kept and the next call resumes it") from error
+            time.sleep(min(2.0 ** attempt, 30.0) * 0.5)
+
+    size = partial.stat().st_size
+    for name, expected, actual in (
+        ("size", expected_size, size),
+        ("size announced by the server", total, size),
+        ("sha256", sha256 and sha256.lower(), sha256 and _sha256_of(partial)),
+    ):
+        if expected is not None and expected != actual:
+            partial.unlink()
+            raise DownloadError(f"{name} mismatch for {url}: expected {expected}, got {actual}; "
+                                f"the partial download was deleted")
+
+    if decompress_gzip is None:
+        decompress_gzip = _is_gzip(partial) and not dest.name.endswith(".gz")
+    if not decompress_gzip:
+        os.replace(partial, dest)
+        return dest
+    if not _is_gzip(partial):
+        raise DownloadError(f"decompress_gzip=True but {url} is not gzip data (no 1f 8b magic bytes)")
+    try:
+        with atomic_path(dest) as tmp, gzip.open(partial, "rb") as src, open(tmp, "wb") as out:
+            while chunk := src.read(chunk_size):
+                out.write(chunk)
+                if progress:
+                    progress("decompress", src.fileobj.tell(), size)  # type: ignore[union-attr]
+    except (OSError, EOFError) as error:
+        partial.unlink()
+        raise DownloadError(f"{url} is not valid gzip data ({error}); the download was deleted") from error
+    partial.unlink()
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents: streaming iteration, splitting, sampling, statistics
+# ---------------------------------------------------------------------------------------------
+
+def _open_binary(path: PathLike):
+    """Open a corpus for reading bytes; .gz files (by magic bytes) are decompressed on the fly."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+def _iter_document_bytes(path: PathLike, separator: str = ENDOFTEXT) -> Iterator[bytes]:
+    """Documents as bytes, whitespace around each stripped, empty ones skipped; constant memory."""
+    sep = separator.encode("utf-8")
+    buffer = b""
+    with _open_binary(path) as f:
+        while chunk := f.read(_READ_CHUNK):
+            buffer += chunk
+            *documents, buffer = buffer.split(sep)
+            for document in documents:
+                if document := document.strip():
+                    yield document
+    if buffer := buffer.strip():
+        yield buffer
+
+
+def iter_documents(path: PathLike, separator: str = ENDOFTEXT) -> Iterator[str]:
+    """Stream the documents of a corpus (invalid UTF-8 is replaced, never fatal)."""
+    for document in _iter_document_bytes(path, separator):
+        yield document.decode("utf-8", errors="replace")
+
+
+def split_documents(src: PathLike, train_out: PathLike, valid_out: PathLike, *, valid_fraction: float,
+                    seed: int = 0, separator: str = ENDOFTEXT, progress: ProgressFn | None = None) -> dict:
+    """Split `src` by document into train and validation files (deterministic, streamed, atomic).
+
+    Each document goes to validation with probability `valid_fraction`; with two or more documents
+    neither split is left empty (the last document fills an empty side).
+    """
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be strictly between 0 and 1, got {valid_fraction}")
+    rng = random.Random(seed)
+    sep = separator.encode("utf-8")
+    counts = {"train": 0, "valid": 0}
+    sizes = {"train": 0, "valid": 0}
+    total_bytes = Path(src).stat().st_size if Path(src).is_file() else 0
+    with atomic_path(train_out) as train_tmp, atomic_path(valid_out) as valid_tmp, \
+            open(train_tmp, "wb") as train_f, open(valid_tmp, "wb") as valid_f:
+        outputs = {"train": train_f, "valid": valid_f}
+
+        def emit(split: str, document: bytes) -> None:
+            record = document + b"\n" + sep + b"\n"
+            outputs[split].write(record)
+            counts[split] += 1
+            sizes[split] += len(record)
+
+        previous: bytes | None = None
+        for document in _iter_document_bytes(src, separator):
+            if previous is not None:  # one document of lookahead, so the last one can fill a gap
+                emit("valid" if rng.random() < valid_fraction else "train", previous)
+                if progress and (counts["train"] + counts["valid"]) % 10000 == 0:
+                    progress("split documents", sizes["train"] + sizes["valid"], total_bytes)
+            previous = document
+        if previous is not None:
+            if counts["valid"] == 0 and counts["train"] > 0:
+                split = "valid"
+            elif counts["train"] == 0 and counts["valid"] > 0:
+                split = "train"
+            else:
+                split = "valid" if rng.random() < valid_fraction else "train"
+            emit(split, previous)
+        else:  # raised inside the `with`, so neither output is written
+            raise ValueError(f"no documents in {src} (separator {separator!r})")
+    return {"train_documents": counts["train"], "valid_documents": counts["valid"],
+            "train_bytes": sizes["train"], "valid_bytes": sizes["valid"]}
+
+
+def sample_documents(path: PathLike, n: int = 10, seed: int = 0, separator: str = ENDOFTEXT) -> list[str]:
+    """`n` documents drawn uniformly without replacement in one streaming pass (reservoir sampling),
+    returned in corpus order."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, str]] = []
+    for index, document in enumerate(iter_documents(path, separator)):
+        if index < n:
+            reservoir.append((index, document))
+        else:
+            slot = rng.randint(0, index)
+            if slot < n:
+                reservoir[slot] = (index, document)
+    return [document for _, document in sorted(reservoir)]
+
+
+def corpus_stats(path: PathLike, separator: str = ENDOFTEXT) -> dict:
+    """Bytes on disk, number of documents and a preview of the first document."""
+    documents = 0
+    preview = ""
+    for document in iter_documents(path, separator):
+        preview = preview or document
+        documents += 1
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "documents": documents,
+            "preview": _preview(preview)}

@@ -1,0 +1,227 @@
+"""Embedded corpora (generated stories, stdlib prose) and the streaming document tools."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import math
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cs336_core import corpora
+from cs336_core.corpora import (
+    ENDOFTEXT,
+    corpus_stats,
+    generate_stories,
+    iter_documents,
+    sample_documents,
+    split_documents,
+    stdlib_prose,
+)
+
+WORD = re.compile(r"[A-Za-z']+|[.,!?\"]")
+
+
+@pytest.fixture(scope="module")
+def stories(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("stories") / "stories.txt"
+    generate_stories(path, target_bytes=1_500_000, seed=7)
+    return path
+
+
+def _entropy(counts: collections.Counter) -> float:
+    total = sum(counts.values())
+    return -sum(c / total * math.log2(c / total) for c in counts.values())
+
+
+def test_generate_stories_is_deterministic_by_seed(tmp_path):
+    a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
+    info = generate_stories(a, target_bytes=100_000, seed=3)
+    generate_stories(b, target_bytes=100_000, seed=3)
+    generate_stories(c, target_bytes=100_000, seed=4)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+    assert info["bytes"] == a.stat().st_size >= 100_000
+    assert info["bytes"] < 100_000 + 5_000  # stops right after the target
+    assert info["documents"] == len(list(iter_documents(a)))
+    assert info["preview"] and info["preview"][:40] == a.read_text()[:40]
+
+
+def test_stories_use_the_tinystories_format(stories):
+    text = stories.read_text(encoding="utf-8")
+    assert text.endswith(f"\n{ENDOFTEXT}\n")
+    documents = text.split(f"\n{ENDOFTEXT}\n")[:-1]
+    assert documents == list(iter_documents(stories))
+    assert all(doc and doc[0].isupper() and doc.rstrip()[-1] in '.!"' for doc in documents)
+    assert "{" not in text and "}" not in text  # every placeholder was filled
+
+
+def test_stories_have_variety_worth_modelling(stories):
+    documents = list(iter_documents(stories))
+    words = [w.lower() for doc in documents for w in WORD.findall(doc)]
+    sentences = {s for doc in documents for s in re.split(r"(?<=[.!?])\s+", doc)}
+    assert len(set(words)) >= 300
+    assert len(sentences) >= 5_000
+    assert len(set(documents)) == len(documents)
+    assert sum('"' in doc for doc in documents) / len(documents) > 0.8  # dialogue in most stories
+    # The next word is far more predictable from the previous one than from nothing: there is
+    # structure to learn, but not so little variety that it is trivial.
+    unigram = collections.Counter(words)
+    bigram = collections.Counter(zip(words, words[1:]))
+    conditional = _entropy(bigram) - _entropy(unigram)  # H(w_t | w_t-1) = H(w_t-1, w_t) - H(w_t-1)
+    assert _entropy(unigram) > 6.5
+    assert _entropy(unigram) - conditional > 3.0
+    assert conditional > 1.5
+
+
+def test_every_template_fills_with_agreeing_pronouns():
+    rng = random.Random(0)
+    templates = [t for beats in corpora._PLOTS.values() for beat in beats for t in beat]
+    templates += list(corpora._ENDINGS) + list(corpora._GENERIC_MORALS)
+    templates += [m for morals in corpora._PLOT_MORALS.values() for m in morals]
+    assert len(templates) >= 100
+    for subject, wrong in (("she", r"\b(he|him|his|himself)\b"), ("he", r"\b(she|her|herself)\b")):
+        slots = corpora._story_slots(rng)
+        for prefix in ("", "f"):
+            for key, value in corpora._pronouns(subject).items():
+                slots[prefix + key] = value
+            slots[prefix + "He"], slots[prefix + "His"] = subject.capitalize(), slots[prefix + "his"].capitalize()
+        slots["grownup_pronoun"] = subject
+        for template in templates:
+            if subject == "he" and "mama" in template:
+                continue  # the mother animal is always "she"
+            text = corpora._fill(template, slots)
+            assert not re.search(wrong, text, re.IGNORECASE), (template, text)
+
+
+def test_generate_stories_rejects_a_bad_size(tmp_path):
+    with pytest.raises(ValueError, match="target_bytes"):
+        generate_stories(tmp_path / "x.txt", target_bytes=0, seed=0)
+    assert not (tmp_path / "x.txt").exists()
+
+
+# A fresh interpreter runs stdlib_prose and reports which modules it imported and what it printed:
+# reading the stdlib must not import (and so run) modules such as `this` or `antigravity`.
+_PROSE_SCRIPT = """
+import json, sys
+from cs336_core.corpora import stdlib_prose
+before = set(sys.modules)
+info = stdlib_prose(sys.argv[1])
+print(json.dumps({"info": info, "new_modules": sorted(set(sys.modules) - before)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def prose(tmp_path_factory) -> tuple[Path, dict, list[str]]:
+    path = tmp_path_factory.mktemp("prose") / "prose.txt"
+    done = subprocess.run([sys.executable, "-c", _PROSE_SCRIPT, str(path)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    report = json.loads(done.stdout)  # fails if anything else was printed (e.g. the Zen of Python)
+    return path, report["info"], report["new_modules"]
+
+
+def test_stdlib_prose_imports_nothing_with_side_effects(prose):
+    _, _, new_modules = prose
+    assert not {"this", "antigravity", "tkinter", "turtle", "idlelib", "webbrowser"} & set(new_modules)
+    # Only the machinery it uses (ast.get_docstring -> inspect, source decoding, sysconfig's data).
+    allowed = {"pydoc_data", "pydoc_data.topics", "inspect", "dis", "opcode", "_opcode", "linecache",
+               "token", "tokenize"}
+    unexpected = {m for m in new_modules if not m.startswith(("encodings.", "_sysconfigdata"))} - allowed
+    assert not unexpected
+
+
+def test_stdlib_prose_is_real_english(prose):
+    path, info, _ = prose
+    text = path.read_text(encoding="utf-8")
+    assert info["bytes"] == path.stat().st_size > 1_000_000
+    documents = list(iter_documents(path))
+    assert info["documents"] == len(documents) > 3000
+    assert len(set(documents)) == len(documents)
+    assert all(len(doc.split()) >= 8 for doc in documents)
+    words = collections.Counter(w.lower() for w in re.findall(r"[A-Za-z]+", text))
+    top = {w for w, _ in words.most_common(30)}
+    assert {"the", "a", "of", "to", "is", "and"} <= top
+    from pydoc_data.topics import topics
+
+    assert topics["assignment"].split("\n")[0].strip() in text  # pydoc topics are included
+
+
+def test_stdlib_prose_is_deterministic_and_respects_max_bytes(prose, tmp_path):
+    path, info, _ = prose
+    again = tmp_path / "again.txt"
+    stdlib_prose(again)
+    assert again.read_bytes() == path.read_bytes()
+    capped = tmp_path / "capped.txt"
+    capped_info = stdlib_prose(capped, max_bytes=200_000)
+    assert 150_000 < capped.stat().st_size == capped_info["bytes"] <= 200_000
+    assert path.read_bytes().startswith(capped.read_bytes())
+
+
+def test_iter_documents_across_chunk_boundaries_and_gzip(stories, tmp_path):
+    text = stories.read_text(encoding="utf-8")
+    assert len(text) > 1 << 20  # more than one read chunk
+    expected = [d.strip() for d in text.split(ENDOFTEXT) if d.strip()]
+    assert list(iter_documents(stories)) == expected
+    packed = tmp_path / "stories.txt.gz"
+    packed.write_bytes(gzip.compress(stories.read_bytes()))
+    assert list(iter_documents(packed)) == expected
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        next(iter_documents(tmp_path / "missing.txt"))
+
+
+def test_split_documents_partitions_deterministically(stories, tmp_path):
+    info = split_documents(stories, tmp_path / "t.txt", tmp_path / "v.txt", valid_fraction=0.1, seed=1)
+    split_documents(stories, tmp_path / "t2.txt", tmp_path / "v2.txt", valid_fraction=0.1, seed=1)
+    assert (tmp_path / "t.txt").read_bytes() == (tmp_path / "t2.txt").read_bytes()
+    assert (tmp_path / "v.txt").read_bytes() == (tmp_path / "v2.txt").read_bytes()
+    train, valid = list(iter_documents(tmp_path / "t.txt")), list(iter_documents(tmp_path / "v.txt"))
+    original = list(iter_documents(stories))
+    assert sorted(train + valid) == sorted(original)
+    assert (info["train_documents"], info["valid_documents"]) == (len(train), len(valid))
+    assert 0.07 < len(valid) / len(original) < 0.13
+    assert info["train_bytes"] == (tmp_path / "t.txt").stat().st_size
+
+
+def test_split_documents_never_leaves_a_side_empty(tmp_path):
+    src = tmp_path / "two.txt"
+    src.write_text(f"first story\n{ENDOFTEXT}\nsecond story\n{ENDOFTEXT}\n")
+    info = split_documents(src, tmp_path / "t.txt", tmp_path / "v.txt", valid_fraction=0.01, seed=0)
+    assert (info["train_documents"], info["valid_documents"]) == (1, 1)
+    assert list(iter_documents(tmp_path / "v.txt")) == ["second story"]
+    with pytest.raises(ValueError, match="valid_fraction"):
+        split_documents(src, tmp_path / "a.txt", tmp_path / "b.txt", valid_fraction=1.0, seed=0)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="no documents"):
+        split_documents(empty, tmp_path / "a.txt", tmp_path / "b.txt", valid_fraction=0.5, seed=0)
+    assert not (tmp_path / "a.txt").exists()
+
+
+def test_sample_documents_is_uniform_and_deterministic(stories):
+    documents = list(iter_documents(stories))
+    sample = sample_documents(stories, n=10, seed=5)
+    assert sample == sample_documents(stories, n=10, seed=5)
+    assert sample != sample_documents(stories, n=10, seed=6)
+    assert len(set(sample)) == 10 and all(doc in documents for doc in sample)
+    positions = [documents.index(doc) for doc in sample]
+    assert positions == sorted(positions)
+    assert positions[-1] > len(documents) // 2  # not just the head of the file
+    # Every document is equally likely: over many seeds each position is drawn about n/N of the time.
+    small = stories.parent / "small.txt"
+    small.write_text("".join(f"doc {i}\n{ENDOFTEXT}\n" for i in range(20)))
+    hits = collections.Counter(d for seed in range(400) for d in sample_documents(small, n=5, seed=seed))
+    assert len(hits) == 20 and min(hits.values()) > 60 and max(hits.values()) < 140  # expected 100
+    assert sample_documents(small, n=50) == [f"doc {i}" for i in range(20)]
+
+
+def test_corpus_stats(stories):
+    stats = corpus_stats(stories)
+    assert stats["bytes"] == stories.stat().st_size
+    assert stats["documents"] == stories.read_text().count(ENDOFTEXT)
+    assert stats["preview"].startswith(stories.read_text()[:50])
