@@ -34,7 +34,8 @@ _EXPORTS = {
     "data": ["get_batch", "load_tokens", "validation_batches"],
     "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint"],
     "decoding": ["generate"],
-    "accounting": ["ModelShape", "count_parameters", "forward_flops", "training_memory", "adamw_step_flops"],
+    "accounting": ["ModelShape", "count_parameters", "forward_flops", "training_memory", "adamw_step_flops",
+                   "max_batch_size", "training_days", "parameter_memory_bytes", "gpt2_accounting_tables"],
     "corpora": [
         "generate_stories", "stdlib_prose", "download", "DownloadError", "CORPUS_SOURCES", "ENDOFTEXT",
         "iter_documents", "split_documents", "sample_documents", "corpus_stats",
