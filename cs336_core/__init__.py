@@ -40,6 +40,10 @@ _EXPORTS = {
         "generate_stories", "stdlib_prose", "download", "DownloadError", "CORPUS_SOURCES", "ENDOFTEXT",
         "iter_documents", "split_documents", "sample_documents", "corpus_stats",
     ],
+    "reporting": [
+        "read_metrics", "loss_curve_table", "plot_loss_curves", "png_markdown", "render_token",
+        "longest_tokens", "markdown_table", "render_report",
+    ],
     "files": ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"],
     "progress": ["ProgressFn", "ConsoleProgress", "ThrottledLog"],
 }

@@ -1,0 +1,183 @@
+"""Loss-curve tables and plots from real metrics files, token rendering, Markdown helpers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cs336_core.reporting import (
+    loss_curve_table,
+    longest_tokens,
+    markdown_table,
+    plot_loss_curves,
+    png_markdown,
+    read_metrics,
+    render_report,
+    render_token,
+)
+
+
+def _write_run(run_dir: Path, losses: list[float | None], *, status: str = "completed", eval_every: int = 5,
+               seconds_per_step: float = 0.5, extra_lines: str = "") -> Path:
+    """A run directory in cs336_core.training's layout: metrics.jsonl (val loss every `eval_every`
+    steps, null otherwise; non-finite losses as null) and result.json."""
+    run_dir.mkdir(parents=True)
+    lines = []
+    for step, loss in enumerate(losses, start=1):
+        val = None if loss is None or step % eval_every else loss + 0.05
+        lines.append(json.dumps({"step": step, "tokens": step * 1024, "wall_seconds": step * seconds_per_step,
+                                 "train_loss": loss, "val_loss": val, "lr": 1e-3, "grad_norm": 1.0,
+                                 "tokens_per_second": 1024 / seconds_per_step}))
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_text("\n".join(lines) + "\n" + extra_lines)
+    (run_dir / "result.json").write_text(json.dumps({"status": status, "steps": len(losses)}))
+    return metrics
+
+
+@pytest.fixture
+def runs(tmp_path) -> dict[str, Path]:
+    steps = np.arange(1, 41)
+    baseline = list(9.0 * np.exp(-steps / 12) + 1.8)
+    fast = list(9.0 * np.exp(-steps / 6) + 1.6)
+    diverged = list(9.0 * np.exp(-steps[:22] / 10) + 2.0) + [40.0, 300.0, None]
+    return {
+        "lr=1e-3": _write_run(tmp_path / "a", baseline),
+        "lr=3e-3": _write_run(tmp_path / "b", fast, seconds_per_step=0.7),
+        "lr=1e-1": _write_run(tmp_path / "c", diverged, status="diverged"),
+    }
+
+
+def test_read_metrics_handles_nulls_resumes_and_torn_lines(tmp_path):
+    resumed = json.dumps({"step": 2, "tokens": 2048, "wall_seconds": 9.0, "train_loss": 5.5, "val_loss": 5.6})
+    path = _write_run(tmp_path / "run", [7.0, 6.0, 5.0], eval_every=2,
+                      extra_lines=resumed + "\n" + '{"step": 3, "train_lo')
+    frame = read_metrics(path)
+    assert list(frame["step"]) == [1, 2, 3]
+    assert frame.loc[1, "train_loss"] == 5.5 and frame.loc[1, "wall_seconds"] == 9.0  # the last record wins
+    assert math.isnan(frame.loc[0, "val_loss"]) and frame.loc[1, "val_loss"] == 5.6
+    assert math.isnan(frame.loc[1, "lr"])  # a field the record lacks is NaN, the column still exists
+    assert frame["tokens"].tolist() == [1024, 2048, 3072]
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        read_metrics(broken)
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        read_metrics(tmp_path / "nope.jsonl")
+
+
+def test_loss_curve_table_round_trips_through_csv(runs, tmp_path):
+    table = loss_curve_table(runs)
+    assert list(table.columns) == ["variant", "step", "tokens", "wall_seconds", "train_loss", "val_loss", "diverged"]
+    assert table.groupby("variant", sort=False).size().to_dict() == {"lr=1e-3": 40, "lr=3e-3": 40, "lr=1e-1": 25}
+    assert table.groupby("variant")["diverged"].first().to_dict() == {"lr=1e-1": True, "lr=1e-3": False, "lr=3e-3": False}
+    baseline = table[table["variant"] == "lr=1e-3"].set_index("step")
+    assert baseline.loc[10, "val_loss"] == pytest.approx(9.0 * math.exp(-10 / 12) + 1.85)
+    assert math.isnan(baseline.loc[11, "val_loss"])
+    assert table[table["variant"] == "lr=3e-3"]["wall_seconds"].max() == pytest.approx(28.0)
+    table.to_csv(tmp_path / "curves.csv", index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "curves.csv"), table, check_dtype=False)
+
+
+def test_diverged_by_nan_without_a_result_file(tmp_path):
+    path = _write_run(tmp_path / "run", [5.0, 4.0, None])
+    (tmp_path / "run" / "result.json").unlink()
+    assert loss_curve_table({"nan": path})["diverged"].all()
+    assert list(loss_curve_table({}).columns)[:2] == ["variant", "step"]
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(path)
+
+
+def test_plot_loss_curves_writes_a_real_png(runs, tmp_path):
+    out = plot_loss_curves(loss_curve_table(runs), tmp_path / "plots" / "lr_sweep.png", title="LR sweep", target=2.0)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000
+    pixels = _png_pixels(out)
+    assert pixels.shape[:2] == (528, 1320)  # 12 x 4.8 inches at 110 dpi
+    # Lines in the first three colours of matplotlib's cycle (blue, orange, green) were drawn.
+    for rgb in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C)):
+        close = np.all(np.abs(pixels[..., :3] * 255 - rgb) < 12, axis=-1)
+        assert close.sum() > 200, rgb
+    assert sorted(p.name for p in out.parent.iterdir()) == ["lr_sweep.png"]  # atomic: no temp file left
+
+
+def test_plot_options_change_the_picture(runs, tmp_path):
+    table = loss_curve_table(runs)
+    plain = plot_loss_curves(table, tmp_path / "plain.png", title="t")
+    logged = plot_loss_curves(table, tmp_path / "log.png", title="t", log_y=True)
+    train = plot_loss_curves(table, tmp_path / "train.png", title="t", metric="train_loss")
+    assert len({plain.read_bytes(), logged.read_bytes(), train.read_bytes()}) == 3
+    empty = plot_loss_curves(loss_curve_table({}), tmp_path / "empty.png", title="nothing yet")
+    assert empty.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_png_markdown_embeds_the_file(tmp_path, runs):
+    png = plot_loss_curves(loss_curve_table(runs), tmp_path / "p.png", title="t")
+    markdown = png_markdown(png, "val loss")
+    prefix = "![val loss](data:image/png;base64,"
+    assert markdown.startswith(prefix) and markdown.endswith(")")
+    assert base64.b64decode(markdown[len(prefix):-1]) == png.read_bytes()
+
+
+@pytest.mark.parametrize("token, shown", [
+    (b" the", "␣the"),
+    (b"\n\n", "\\n\\n"),
+    (b"\t}", "\\t}"),
+    (b"caf\xc3\xa9", "café"),
+    (b"\xf0\x9f\x98\x80", "😀"),
+    (b"\xe2\x80", "\\xe2\\x80"),  # the first two bytes of a three-byte character
+    (b"\xff", "\\xff"),
+    (b"a\\xff", "a\\\\xff"),  # a literal backslash cannot be mistaken for an escape
+    (b"\x00\x7f", "\\x00\\x7f"),
+    (b"<|endoftext|>", "<|endoftext|>"),
+])
+def test_render_token(token, shown):
+    assert render_token(token) == shown
+
+
+def test_longest_tokens():
+    vocab = {i: bytes([i]) for i in range(256)}
+    vocab |= {256: b" the", 257: b" once upon", 258: b"\xe2\x80\x9d.", 259: b" tomorrow"}
+    longest = longest_tokens(vocab, n=3)
+    assert longest == [
+        {"id": 257, "bytes": 10, "token": "␣once␣upon"},
+        {"id": 259, "bytes": 9, "token": "␣tomorrow"},
+        {"id": 256, "bytes": 4, "token": "␣the"},
+    ]
+    assert [t["id"] for t in longest_tokens(vocab, n=4)] == [257, 259, 256, 258]  # ties by id
+    assert longest_tokens(vocab, n=4)[3]["token"] == "”."
+
+
+def _parse_table(markdown: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in markdown.splitlines()]
+
+
+def test_markdown_table_from_rows_and_frames():
+    rows = [{"tokenizer": "stories-10k", "bytes/token": 4.1234567, "tokens": 1234567},
+            {"tokenizer": "web|32k", "bytes/token": float("nan"), "tokens": 12, "note": "a\nb"}]
+    lines = _parse_table(markdown_table(rows))
+    assert lines[0] == ["tokenizer", "bytes/token", "tokens", "note"]
+    assert lines[1] == ["---|---:|---:|---"]
+    assert lines[2] == ["stories-10k", "4.123", "1,234,567", ""]
+    assert lines[3] == ["web\\|32k", "", "12", "a b"]
+    frame = pd.DataFrame({"variant": ["pre", "post"], "val_loss": [1.5, 1.75], "steps": [100, 100]})
+    assert _parse_table(markdown_table(frame))[2:] == [["pre", "1.5", "100"], ["post", "1.75", "100"]]
+    assert markdown_table([]) == "_(no rows)_"
+
+
+def test_render_report_keeps_section_order():
+    text = render_report({"Tokenizers": "longest token: ␣accomplishment\n", "Training": "val loss 1.9"},
+                         title="CS336 assignment 1")
+    assert text == ("# CS336 assignment 1\n\n## Tokenizers\n\nlongest token: ␣accomplishment\n\n"
+                    "## Training\n\nval loss 1.9\n")
+    assert render_report([("B", "2"), ("A", "1")]).index("## B") < render_report([("B", "2"), ("A", "1")]).index("## A")
