@@ -1,0 +1,735 @@
+"""The training engine: one `train(config) -> TrainResult` that the assets and the CLI call.
+
+A run lives in one directory:
+
+    out_dir/config.json      the resolved TrainConfig
+    out_dir/metrics.jsonl    one JSON object per log step, appended and flushed as it happens
+    out_dir/ckpt/latest.pt   every `checkpoint_every` steps and at the end (atomic)
+    out_dir/ckpt/final.pt    at the end of a completed run
+    out_dir/result.json      the TrainResult, written last
+
+Running `train` again on the same `out_dir` (with `resume=True`) continues from `ckpt/latest.pt`:
+the checkpoint holds the model, the optimizer, every RNG state (torch, cuda, numpy, python and the
+batch sampler) and the counters, and metrics.jsonl is cut back to the checkpoint's step. On CPU,
+N steps straight and N/2 steps + kill + resume give the same parameters bit for bit.
+
+A diverging run (non-finite loss, or loss above `divergence_factor` x its first loss) stops with
+status "diverged" instead of raising, so a learning-rate sweep records it as a result.
+
+Data parallel: under `torchrun` (WORLD_SIZE > 1) every rank draws the same global batch of start
+offsets and trains on its own slice, wrapped in DistributedDataParallel (gloo on CPU, nccl on
+CUDA). The averaged gradient is then the single-process gradient of the same global batch. Only
+rank 0 evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from cs336_core.data import batch_at, check_long_enough, load_tokens, sample_starts, validation_batches
+from cs336_core.files import atomic_path, atomic_write_json, atomic_write_text
+from cs336_core.model import ModelConfig, TransformerLM
+from cs336_core.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
+from cs336_core.progress import ConsoleProgress, ProgressFn
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("float32", "bfloat16")
+METRIC_FIELDS = ("step", "tokens", "wall_seconds", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_second")
+MetricsCallback = Callable[[dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; `None` defaults are resolved on construction and saved resolved.
+
+    Give the length either as `max_steps` or as `total_tokens` (steps = ceil(total_tokens /
+    (batch_size * context_length))). `lr_min` defaults to lr_max / 10, `warmup_steps` to 5% of the
+    steps, `cosine_cycle_steps` to all steps, `eval_batch_size` to `batch_size`. `grad_clip=None`
+    and `checkpoint_every=0` switch those off; `eval_every=0` evaluates only at the end;
+    `divergence_factor=None` keeps only the non-finite-loss check.
+    """
+
+    train_path: str
+    out_dir: str
+    model: ModelConfig
+    valid_path: str | None = None
+    batch_size: int = 32
+    max_steps: int | None = None
+    total_tokens: int | None = None
+    lr_max: float = 1e-3
+    lr_min: float | None = None
+    warmup_steps: int | None = None
+    cosine_cycle_steps: int | None = None
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float | None = 1.0
+    eval_every: int = 100
+    eval_batches: int = 20
+    eval_batch_size: int | None = None
+    eval_seed: int = 0  # fixed apart from `seed` so every run of a sweep scores the same windows
+    log_every: int = 10
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    tf32: bool = True
+    divergence_factor: float | None = 3.0
+    resume: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"TrainConfig.model must be a ModelConfig or dict, got {type(self.model).__name__}")
+        for name in ("train_path", "out_dir", "valid_path"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+            elif value is not None and not isinstance(value, str):
+                raise ValueError(f"TrainConfig.{name} must be a path string, got {value!r}")
+        if not self.train_path or not self.out_dir:
+            raise ValueError("TrainConfig.train_path and TrainConfig.out_dir must not be empty")
+        _check_int(self, "batch_size", minimum=1)
+        if (self.max_steps is None) == (self.total_tokens is None):
+            raise ValueError(
+                f"set exactly one of max_steps and total_tokens (got max_steps={self.max_steps!r}, "
+                f"total_tokens={self.total_tokens!r})"
+            )
+        _check_int(self, "max_steps", minimum=1, optional=True)
+        _check_int(self, "total_tokens", minimum=1, optional=True)
+        _check_float(self, "lr_max", minimum=0.0, exclusive=True)
+        if self.lr_min is None:
+            self.lr_min = self.lr_max / 10
+        _check_float(self, "lr_min", minimum=0.0)
+        if self.lr_min > self.lr_max:
+            raise ValueError(f"lr_min={self.lr_min} exceeds lr_max={self.lr_max}")
+        if self.warmup_steps is None:
+            self.warmup_steps = self.steps // 20
+        if self.cosine_cycle_steps is None:
+            self.cosine_cycle_steps = self.steps
+        _check_int(self, "warmup_steps", minimum=0)
+        _check_int(self, "cosine_cycle_steps", minimum=0)
+        if self.cosine_cycle_steps < self.warmup_steps:
+            raise ValueError(
+                f"cosine_cycle_steps={self.cosine_cycle_steps} must be >= warmup_steps={self.warmup_steps}"
+            )
+        if not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2:
+            raise ValueError(f"TrainConfig.betas must be a pair of floats, got {self.betas!r}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"TrainConfig.betas must each lie in [0, 1), got {self.betas}")
+        _check_float(self, "eps", minimum=0.0, exclusive=True)
+        _check_float(self, "weight_decay", minimum=0.0)
+        _check_float(self, "grad_clip", minimum=0.0, exclusive=True, optional=True)
+        _check_int(self, "eval_every", minimum=0)
+        _check_int(self, "eval_batches", minimum=1)
+        if self.eval_batch_size is None:
+            self.eval_batch_size = self.batch_size
+        _check_int(self, "eval_batch_size", minimum=1)
+        _check_int(self, "eval_seed", minimum=0)
+        _check_int(self, "log_every", minimum=1)
+        _check_int(self, "checkpoint_every", minimum=0)
+        _check_int(self, "seed", minimum=0)
+        if self.device not in DEVICES and not (isinstance(self.device, str) and self.device.startswith("cuda:")):
+            raise ValueError(f"TrainConfig.device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("compile", "tf32", "resume"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        _check_float(self, "divergence_factor", minimum=1.0, exclusive=True, optional=True)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.model.context_length
+
+    @property
+    def steps(self) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return math.ceil(self.total_tokens / self.tokens_per_step)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["model"] = self.model.to_dict()
+        data["betas"] = list(self.betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        missing = {"train_path", "out_dir", "model"} - set(data)
+        if missing:
+            raise ValueError(f"TrainConfig needs {sorted(missing)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def _check_int(config: TrainConfig, name: str, minimum: int, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"TrainConfig.{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_float(config: TrainConfig, name: str, minimum: float, exclusive: bool = False, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > minimum if exclusive else value >= minimum)
+    if not ok:
+        relation = ">" if exclusive else ">="
+        raise ValueError(f"TrainConfig.{name} must be a finite number {relation} {minimum}, got {value!r}")
+    setattr(config, name, float(value))
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "diverged"
+    steps: int
+    tokens: int
+    wall_seconds: float
+    tokens_per_second: float  # training throughput of this process (evaluation time excluded)
+    final_train_loss: float | None
+    final_val_loss: float | None
+    best_val_loss: float | None
+    checkpoint_path: str | None
+    metrics_path: str
+    out_dir: str
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_number(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _json_number(value):
+    """JSON has no NaN or infinity; a non-finite loss is recorded as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel and torch.compile wrappers."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    out: str | os.PathLike | BinaryIO,
+    **extra: Any,
+) -> None:
+    """Write model, optimizer and iteration (plus any `extra` entries) to a path or binary file.
+
+    A path is written atomically: a crash mid-write leaves the previous file in place.
+    """
+    state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "iteration": int(iteration)}
+    state.update(extra)
+    if isinstance(out, (str, os.PathLike)):
+        with atomic_path(out) as tmp:
+            torch.save(state, tmp)
+    else:
+        torch.save(state, out)
+
+
+def read_checkpoint(src: str | os.PathLike | BinaryIO) -> dict[str, Any]:
+    """The whole checkpoint dictionary, tensors on CPU (plain data only: weights_only loading)."""
+    if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {src}")
+    return torch.load(src, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(
+    src: str | os.PathLike | BinaryIO, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> int:
+    """Restore `model` (and `optimizer` if given) from a checkpoint; return its iteration."""
+    state = read_checkpoint(src)
+    _unwrap(model).load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return state["iteration"]
+
+
+def _rng_state(batch_rng: np.random.Generator) -> dict[str, Any]:
+    # Plain lists instead of numpy arrays so the checkpoint loads with weights_only=True.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, cached],
+        "python": random.getstate(),
+        "batches": batch_rng.bit_generator.state,
+    }
+
+
+def _set_rng_state(state: dict[str, Any], batch_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    batch_rng.bit_generator.state = state["batches"]
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and processes
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} requested but CUDA is not available to this torch build")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name!r} requested but MPS is not available")
+    return device
+
+
+@dataclass
+class _Process:
+    """Where this process sits in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def start(cls, device: torch.device) -> "_Process":
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        owns_group = not dist.is_initialized()
+        if owns_group:
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns_group)
+
+    def mean(self, value: float) -> float:
+        """The mean of `value` over ranks (every rank gets the same number, so they decide alike)."""
+        if self.world_size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor)  # gloo has no AVG; SUM then divide
+        return tensor.item() / self.world_size
+
+    def close(self) -> None:
+        if self.owns_group:
+            dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+class _RunFiles:
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+        self.config = self.out_dir / "config.json"
+        self.metrics = self.out_dir / "metrics.jsonl"
+        self.ckpt_dir = self.out_dir / "ckpt"
+        self.latest = self.ckpt_dir / "latest.pt"
+        self.final = self.ckpt_dir / "final.pt"
+        self.result = self.out_dir / "result.json"
+
+    def remove_partial_writes(self) -> None:
+        """A killed process can leave atomic_path's temporary file behind; it is never read."""
+        for directory in (self.out_dir, self.ckpt_dir):
+            for leftover in directory.glob(".*.partial"):
+                leftover.unlink(missing_ok=True)
+
+    def keep_metrics_through(self, step: int) -> None:
+        """Cut metrics.jsonl back to the lines of steps <= `step` (also drops a torn last line)."""
+        kept = []
+        if self.metrics.exists():
+            for line in self.metrics.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line + "\n")
+        atomic_write_text(self.metrics, "".join(kept))
+
+
+@dataclass
+class _Counters:
+    """Trainer state saved in checkpoints beside model, optimizer and RNG."""
+
+    wall_seconds: float = 0.0
+    initial_loss: float | None = None
+    last_train_loss: float | None = None
+    last_val_loss: float | None = None
+    best_val_loss: float | None = None
+
+
+def train(config: TrainConfig, callback: MetricsCallback | None = None, progress: ProgressFn | None = None) -> TrainResult:
+    """Train (or resume) the run described by `config`; see the module docstring for the files."""
+    device = resolve_device(config.device)
+    process = _Process.start(device)
+    try:
+        if process.world_size > 1 and device.type == "cuda":
+            device = torch.device("cuda", process.local_rank)
+            torch.cuda.set_device(device)
+        return _Run(config, device, process, callback, progress).run()
+    finally:
+        process.close()
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, device: torch.device, process: _Process,
+                 callback: MetricsCallback | None, progress: ProgressFn | None):
+        if config.batch_size % process.world_size:
+            raise ValueError(f"batch_size={config.batch_size} is not divisible by world size {process.world_size}")
+        self.config, self.device, self.process = config, device, process
+        self.callback, self.progress = callback, progress
+        self.files = _RunFiles(config.out_dir)
+        self.context_length = config.model.context_length
+
+        self.train_tokens = load_tokens(config.train_path)
+        check_long_enough(self.train_tokens, self.context_length, name=f"training set {config.train_path}")
+        self.val_batches = []
+        if config.valid_path is not None and process.is_main:
+            val_tokens = load_tokens(config.valid_path)
+            self.val_batches = validation_batches(
+                val_tokens, config.eval_batch_size, self.context_length, config.eval_batches, config.eval_seed, device
+            )
+
+        if device.type == "cuda" and config.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+        self.batch_rng = np.random.default_rng(config.seed)
+        self.model = TransformerLM.from_config(config.model).to(device)
+        self.optimizer = AdamW(
+            self.model.parameters(), lr=config.lr_max, betas=config.betas, eps=config.eps,
+            weight_decay=config.weight_decay,
+        )
+        self.counters = _Counters()
+        self.step = self._resume_or_start()
+
+        self.train_model: torch.nn.Module = self.model
+        if process.world_size > 1:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    def _autocast(self):
+        if self.config.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _resume_or_start(self) -> int:
+        files, config = self.files, self.config
+        step = 0
+        if config.resume and files.latest.exists():
+            state = read_checkpoint(files.latest)
+            saved_model = state["config"]["model"]
+            if saved_model != config.model.to_dict():
+                raise ValueError(
+                    f"{files.latest} holds a different model ({saved_model}) than the config "
+                    f"({config.model.to_dict()}); use another out_dir or resume=False"
+                )
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            _set_rng_state(state["rng"], self.batch_rng)
+            self.counters = _Counters(**state["counters"])
+            step = state["iteration"]
+        if self.process.is_main:
+            files.out_dir.mkdir(parents=True, exist_ok=True)
+            files.ckpt_dir.mkdir(exist_ok=True)
+            files.remove_partial_writes()
+            if step == 0:  # a fresh start replaces whatever an earlier run left here
+                for stale in (files.latest, files.final, files.result):
+                    stale.unlink(missing_ok=True)
+            else:
+                files.result.unlink(missing_ok=True)
+            files.keep_metrics_through(step)
+            atomic_write_text(files.config, config.to_json())
+        return step
+
+    def _save(self, path: Path) -> None:
+        save_checkpoint(
+            self.model, self.optimizer, self.step, path,
+            config=self.config.to_dict(), rng=_rng_state(self.batch_rng),
+            counters=dataclasses.asdict(self.counters),
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        if not self.val_batches:
+            return None
+        self.model.eval()
+        losses = []
+        for x, y in self.val_batches:
+            with self._autocast():
+                logits = self.model(x)
+            losses.append(cross_entropy(logits.float(), y).item())
+        self.model.train()
+        return sum(losses) / len(losses)
+
+    def forward_backward(self) -> tuple[float, float, float]:
+        """Gradients of the next global batch at the scheduled lr; returns (loss, grad_norm, lr).
+
+        The optimizer step is left to the caller, which first checks the loss for divergence.
+        """
+        config, process = self.config, self.process
+        lr = lr_cosine_schedule(self.step, config.lr_max, config.lr_min, config.warmup_steps, config.cosine_cycle_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        local = config.batch_size // process.world_size
+        starts = sample_starts(len(self.train_tokens), config.batch_size, self.context_length, self.batch_rng)
+        x, y = batch_at(self.train_tokens, starts[process.rank * local : (process.rank + 1) * local],
+                        self.context_length, self.device)
+        with self._autocast():
+            logits = self.train_model(x)
+        loss = cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # clip_gradients also measures the norm; an infinite threshold measures without clipping.
+        grad_norm = clip_gradients(self.model.parameters(), config.grad_clip or math.inf)
+        return process.mean(loss.item()), grad_norm, lr
+
+    def divergence(self, loss: float, step: int) -> str | None:
+        """Why this loss means the run has diverged, or None."""
+        if not math.isfinite(loss):
+            return f"loss became {loss} at step {step}"
+        initial, factor = self.counters.initial_loss, self.config.divergence_factor
+        if initial is not None and factor is not None and loss > factor * initial:
+            return (f"loss {loss:.4g} exceeded divergence_factor {factor:g} x initial loss {initial:.4g} "
+                    f"at step {step}")
+        return None
+
+    def run(self) -> TrainResult:
+        config, files, counters, is_main = self.config, self.files, self.counters, self.process.is_main
+        total_steps = config.steps
+        session_start = time.perf_counter()
+        wall_before = counters.wall_seconds
+        start_step = self.step
+        train_seconds = 0.0
+        window_losses: list[float] = []
+        window_seconds = 0.0
+        window_steps = 0
+        status, message = "completed", ""
+        metrics_file = open(files.metrics, "a", encoding="utf-8") if is_main else None
+        try:
+            if self.progress and is_main:
+                self.progress("train", self.step, total_steps)
+            while self.step < total_steps:
+                tick = time.perf_counter()
+                loss, grad_norm, lr = self.forward_backward()
+                divergence = self.divergence(loss, self.step + 1)
+                if divergence is None:
+                    self.optimizer.step()
+                self.step += 1
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - tick
+                train_seconds += elapsed
+                window_seconds += elapsed
+                window_steps += 1
+                window_losses.append(loss)
+                step = self.step
+                if counters.initial_loss is None and divergence is None:
+                    counters.initial_loss = loss
+
+                evaluate_now = bool(config.eval_every) and step % config.eval_every == 0
+                finished = step == total_steps
+                if divergence or finished or evaluate_now or step % config.log_every == 0:
+                    val_loss = self.evaluate() if is_main and (evaluate_now or finished) else None
+                    counters.wall_seconds = wall_before + time.perf_counter() - session_start
+                    counters.last_train_loss = sum(window_losses) / len(window_losses)
+                    if val_loss is not None:
+                        counters.last_val_loss = val_loss
+                        if counters.best_val_loss is None or val_loss < counters.best_val_loss:
+                            counters.best_val_loss = val_loss
+                    record = {
+                        "step": step,
+                        "tokens": step * config.tokens_per_step,
+                        "wall_seconds": counters.wall_seconds,
+                        "train_loss": _json_number(counters.last_train_loss),
+                        "val_loss": _json_number(val_loss),
+                        "lr": lr,
+                        "grad_norm": _json_number(grad_norm),
+                        "tokens_per_second": window_steps * config.tokens_per_step / max(window_seconds, 1e-9),
+                    }
+                    window_losses, window_seconds, window_steps = [], 0.0, 0
+                    if is_main:
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
+                        if self.callback:
+                            self.callback(record)
+                if divergence:
+                    status, message = "diverged", divergence
+                    break
+                if self.progress and is_main:
+                    self.progress("train", step, total_steps)
+                if is_main and config.checkpoint_every and step % config.checkpoint_every == 0 and not finished:
+                    # Metrics first: on resume, lines past the checkpoint's step are cut, never missing.
+                    os.fsync(metrics_file.fileno())
+                    self._save(files.latest)
+
+            if status == "completed" and is_main:
+                if self.step == start_step:  # resumed a finished run: nothing trained, score it again
+                    counters.last_val_loss = self.evaluate()
+                counters.wall_seconds = wall_before + time.perf_counter() - session_start
+                os.fsync(metrics_file.fileno())
+                self._save(files.final)
+                self._save(files.latest)
+        finally:
+            if metrics_file is not None:
+                metrics_file.close()
+
+        counters.wall_seconds = wall_before + time.perf_counter() - session_start
+        trained_tokens = (self.step - start_step) * config.tokens_per_step
+        checkpoint = files.final if status == "completed" else files.latest
+        result = TrainResult(
+            status=status,
+            steps=self.step,
+            tokens=self.step * config.tokens_per_step,
+            wall_seconds=counters.wall_seconds,
+            tokens_per_second=trained_tokens / train_seconds if train_seconds else 0.0,
+            final_train_loss=counters.last_train_loss,
+            final_val_loss=counters.last_val_loss if status == "completed" else None,
+            best_val_loss=counters.best_val_loss,
+            checkpoint_path=str(checkpoint) if checkpoint.exists() else None,
+            metrics_path=str(files.metrics),
+            out_dir=str(files.out_dir),
+            message=message,
+        )
+        if is_main:
+            atomic_write_json(files.result, result.to_dict())
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _flag_parser(annotation: str) -> Callable[[str], Any]:
+    """Flags take JSON values (numbers, true/false, null, lists); string fields take the text as is."""
+    if annotation.startswith("str"):
+        return str
+
+    def parse(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    return parse
+
+
+def _add_field_flag(parser, f: dataclasses.Field, dest: str, aliases: list[str] = ()) -> None:
+    """`--field-name VALUE` for a dataclass field; a bool flag alone means true (`--compile`)."""
+    is_bool = str(f.type) == "bool"
+    parser.add_argument("--" + f.name.replace("_", "-"), *aliases, dest=dest, type=_flag_parser(str(f.type)),
+                        default=argparse.SUPPRESS, nargs="?" if is_bool else None,
+                        const=True if is_bool else None, metavar="BOOL" if is_bool else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cs336-train",
+        description="Train a Transformer LM on memory-mapped token files (resumes from OUT_DIR/ckpt/latest.pt).",
+    )
+    parser.add_argument("--config", help="a TrainConfig JSON file; the flags below override its values")
+    aliases = {"train_path": ["--train"], "valid_path": ["--valid"], "max_steps": ["--steps"]}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "model":
+            _add_field_flag(parser, f, f.name, aliases.get(f.name, []))
+    model_flags = parser.add_argument_group("model (ModelConfig fields)")
+    for f in dataclasses.fields(ModelConfig):
+        _add_field_flag(model_flags, f, "model." + f.name)
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    data: dict[str, Any] = {}
+    config_path = args.pop("config", None)
+    if config_path:
+        data = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    data["model"] = dict(data.get("model", {}))
+    for key, value in args.items():
+        if key.startswith("model."):
+            data["model"][key.removeprefix("model.")] = value
+        else:
+            data[key] = value
+    try:
+        return TrainConfig.from_dict(data)
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = config_from_args(argv)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    progress = ConsoleProgress(unit="step") if is_main else None
+    try:
+        result = train(config, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if is_main:
+        print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
