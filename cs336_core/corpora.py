@@ -91,10 +91,8 @@ _PLACES = (
     "the market|the library|the zoo|the river|the meadow|the backyard|the school|the toy shop|"
     "the pond|the woods|grandma's house|the bakery|the old barn|the village|the sandbox|the field"
 ).split("|")
-_THING_ADJECTIVES = (
-    "red blue green yellow pink purple orange shiny soft old new big small striped spotted "
-    "sparkly wooden golden"
-).split()
+_COLORS = "red blue green yellow pink purple orange white".split()
+_THING_ADJECTIVES = tuple(_COLORS) + tuple("shiny soft old new big small striped spotted sparkly wooden golden".split())
 _THINGS = (
     "ball|kite|teddy bear|toy car|hat|bike|doll|book|balloon|toy boat|drum|scarf|rock|train|"
     "puzzle|jump rope|umbrella|whistle|blanket|bucket|crown|robot|music box|marble|wagon|flute|"
@@ -208,7 +206,7 @@ _PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
          "{hero} was very {bad}. {He} sat down and started to cry.",
          "\"Oh no! I lost my {thing}!\" said {hero}. {He} felt very {bad}."),
         ("{friend}, a {friend_adj} {friend_kind}, saw {him} and asked, \"Why are you {bad}?\"",
-         "Just then, {friend} the {friend_kind} came by. \"What is wrong?\" asked {friend}.",
+         "Just then, {friend_called} came by. \"What is wrong?\" asked {friend}.",
          "A {friend_adj} {friend_kind} named {friend} heard {him}. \"Can I help you?\" {fhe} asked."),
         ("\"I lost my {thing},\" said {hero}. \"Let's look for it together,\" said {friend}.",
          "{hero} told {friend} about the {thing}. {friend} said, \"Don't worry. I will help you find it.\""),
@@ -227,7 +225,7 @@ _PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("{hero} felt {bad}. {He} did not know what to do.",
          "\"I will never get it,\" said {hero} in a {bad} voice."),
         ("{Then} {his} {grownup} came. \"I can help you,\" said {his} {grownup}, and got the {thing} down.",
-         "{friend} the {friend_kind} saw {him} and had an idea. \"Climb on my back!\" said {friend}.",
+         "{friend_called} saw {him} and had an idea. \"Climb on my back!\" said {friend}.",
          "{hero} asked {friend} for help. {friend} found a box, and {hero} stood on it to reach the {thing}."),
         ("At last {hero} had the {thing}. {He} was so {good} that {he} shared it with {friend}.",
          "{hero} held the {thing} and smiled. \"We did it!\" {he} said to {friend}."),
@@ -236,7 +234,7 @@ _PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("{time}, {hero} had a big {treat}. {He} was about to eat it.",
          "{hero}'s {grownup} gave {him} a yummy {treat} to take to {place}."),
         ("{Then} {he} saw {friend}, a {friend_adj} {friend_kind}. {friend} looked hungry and {bad}.",
-         "At {place}, {hero} met {friend} the {friend_kind}. {friend} had nothing to eat."),
+         "At {place}, {hero} met {friend_called}. {friend} had nothing to eat."),
         ("{hero} thought for a moment. {He} wanted the whole {treat} for {himself}.",
          "{hero} did not want to share at first. The {treat} looked so good."),
         ("But then {he} said, \"Would you like some of my {treat}?\"",
@@ -276,7 +274,7 @@ _PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("{time}, {hero} went to {place}. {He} did not know anyone there.",
          "{hero} was new in town. {He} felt a little {bad} and alone."),
         ("{He} saw a {friend_adj} {friend_kind} named {friend}. {friend} was {friend_activity_ing}.",
-         "Near the trees, {he} saw {friend} the {friend_kind}, who was {friend_activity_ing} all alone."),
+         "Near the trees, {he} saw {friend_called}, who was {friend_activity_ing} all alone."),
         ("{hero} was shy, but {he} walked over and said, \"Hello! My name is {hero}. Can I play too?\"",
          "{hero} wanted to say hello, but {he} was shy. At last {he} said, \"Hi! Do you want to play?\""),
         ("{friend} smiled. \"Yes! I like {friend_activity_ing} with a friend,\" {fhe} said.",
@@ -314,25 +312,25 @@ _PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
     "helping": (
         ("{time}, {hero} was walking in {place} when {he} heard a small cry.",
-         "While {hero} was {activity_ing} at {place}, {he} saw a little bird on the ground."),
-        ("It was a baby {friend_kind}. It was lost and could not find its mom.",
-         "A tiny {friend_kind} was sitting all alone. It looked very {bad}."),
+         "While {hero} was {activity_ing} at {place}, {he} saw something small moving in the grass."),
+        ("It was a baby {animal}. It was lost and could not find its mom.",
+         "A tiny {animal} was sitting all alone. It looked very {bad}."),
         ("\"Don't worry,\" said {hero}. \"I will help you find your mom.\"",
          "{hero} knelt down and said softly, \"Hello, little one. Are you lost?\""),
-        ("{hero} carried the baby {friend_kind} and looked {hiding}, and then by the river.",
-         "They walked and walked. {hero} called out, \"Mama {friend_kind}! Where are you?\""),
-        ("At last, they found the mama {friend_kind}. She was so {good} to see her baby.",
-         "Soon they heard a big {friend_kind} calling. It was the mama! The baby ran to her."),
-        ("The mama {friend_kind} said, \"Thank you, kind {hero_kind}.\" {hero} felt warm inside.",
+        ("{hero} carried the baby {animal} and looked {hiding}, and then by the river.",
+         "They walked and walked. {hero} called out, \"Mama {animal}! Where are you?\""),
+        ("At last, they found the mama {animal}. She was so {good} to see her baby.",
+         "Soon they heard a big {animal} calling. It was the mama! The baby ran to her."),
+        ("The mama {animal} said, \"Thank you, kind {hero_kind}.\" {hero} felt warm inside.",
          "{hero} waved goodbye. {He} felt very {good} because {he} had helped."),
     ),
     "surprise": (
         ("{time}, {hero} found a little door {hiding}.",
-         "{time}, {hero} found an old box {hiding}. It had a {thing_adj} ribbon on top."),
+         "{time}, {hero} found an old box {hiding}. It had a {color} ribbon on top."),
         ("{He} was very curious. \"What is inside?\" {he} wondered.",
          "{hero} wanted to open it, but {he} was a little {bad}."),
         ("{He} called {friend}. \"Look what I found!\" {he} said.",
-         "{He} ran to get {friend} the {friend_kind}. \"Come and see!\""),
+         "{He} ran to get {friend_called}. \"Come and see!\""),
         ("Together they opened it slowly. Inside was a {thing_adj} {thing}!",
          "They opened it, and inside they found a {thing_adj} {thing} and a note that said, \"For a good friend.\""),
         ("{hero} and {friend} were so surprised. They took turns playing with the {thing}.",
@@ -419,6 +417,10 @@ def _story_slots(rng: random.Random) -> dict[str, str]:
         "hero": hero["name"], "hero_kind": hero["kind"], "hero_adj": hero["adjective"],
         "he": hero["he"], "him": hero["him"], "his": hero["his"], "himself": hero["himself"],
         "friend": friend["name"], "friend_kind": friend["kind"], "friend_adj": friend["adjective"],
+        # "Pip the frog", but "her friend Tom" rather than "Tom the boy".
+        "friend_called": (f"{hero['his']} friend {friend['name']}" if friend["kind"] in ("boy", "girl")
+                          else f"{friend['name']} the {friend['kind']}"),
+        "animal": rng.choice(_ANIMAL_KINDS), "color": rng.choice(_COLORS),
         "fhe": friend["he"], "fhim": friend["him"], "fhis": friend["his"],
         "grownup": grownup, "grownup_pronoun": grownup_pronoun,
         "place": rng.choice(_PLACES), "thing": rng.choice(_THINGS), "thing_adj": rng.choice(_THING_ADJECTIVES),
@@ -474,12 +476,12 @@ def generate_stories(out_path: PathLike, *, target_bytes: int, seed: int = 0,
     rng = random.Random(seed)
     written = documents = 0
     preview = ""
-    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
         while written < target_bytes:
             story = generate_story(rng)
             preview = preview or story
             record = _document_record(story).encode("utf-8")
-            f.write(record.decode("utf-8"))
+            f.write(record)
             written += len(record)
             documents += 1
             if progress and documents % 2000 == 0:
@@ -746,16 +748,21 @@ def _open_binary(path: PathLike):
 def _iter_document_bytes(path: PathLike, separator: str = ENDOFTEXT) -> Iterator[bytes]:
     """Documents as bytes, whitespace around each stripped, empty ones skipped; constant memory."""
     sep = separator.encode("utf-8")
-    buffer = b""
+    buffer = bytearray()
+    scanned = 0  # buffer[:scanned] holds no separator, so a huge document is not rescanned per chunk
     with _open_binary(path) as f:
         while chunk := f.read(_READ_CHUNK):
             buffer += chunk
-            *documents, buffer = buffer.split(sep)
+            if buffer.find(sep, scanned) == -1:
+                scanned = max(0, len(buffer) - len(sep) + 1)
+                continue
+            *documents, rest = bytes(buffer).split(sep)
+            buffer, scanned = bytearray(rest), 0
             for document in documents:
                 if document := document.strip():
                     yield document
-    if buffer := buffer.strip():
-        yield buffer
+    if tail := bytes(buffer).strip():
+        yield tail
 
 
 def iter_documents(path: PathLike, separator: str = ENDOFTEXT) -> Iterator[str]:

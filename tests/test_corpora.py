@@ -93,6 +93,7 @@ def test_every_template_fills_with_agreeing_pronouns():
                 slots[prefix + key] = value
             slots[prefix + "He"], slots[prefix + "His"] = subject.capitalize(), slots[prefix + "his"].capitalize()
         slots["grownup_pronoun"] = subject
+        slots["friend_called"] = f"{slots['his']} friend Tom"
         for template in templates:
             if subject == "he" and "mama" in template:
                 continue  # the mother animal is always "she"
