@@ -358,6 +358,11 @@ class _Process:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns_group)
 
+    def local_part(self, global_batch: np.ndarray) -> np.ndarray:
+        """This rank's contiguous share of the global batch (the ranks' shares concatenate to it)."""
+        local = len(global_batch) // self.world_size
+        return global_batch[self.rank * local : (self.rank + 1) * local]
+
     def mean(self, value: float) -> float:
         """The mean of `value` over ranks (every rank gets the same number, so they decide alike)."""
         if self.world_size == 1:
@@ -503,6 +508,11 @@ class _Run:
         return step
 
     def _save(self, path: Path) -> None:
+        """Checkpoint on rank 0, after the metrics so far are on disk (resume cuts lines past it)."""
+        if not self.process.is_main:
+            return
+        os.fsync(self.metrics_file.fileno())
+        self.counters.wall_seconds = self.wall_seconds()
         save_checkpoint(
             self.model, self.optimizer, self.step, path,
             config=self.config.to_dict(), rng=_rng_state(self.batch_rng),
@@ -531,10 +541,8 @@ class _Run:
         lr = lr_cosine_schedule(self.step, config.lr_max, config.lr_min, config.warmup_steps, config.cosine_cycle_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        local = config.batch_size // process.world_size
         starts = sample_starts(len(self.train_tokens), config.batch_size, self.context_length, self.batch_rng)
-        x, y = batch_at(self.train_tokens, starts[process.rank * local : (process.rank + 1) * local],
-                        self.context_length, self.device)
+        x, y = batch_at(self.train_tokens, process.local_part(starts), self.context_length, self.device)
         with self._autocast():
             logits = self.train_model(x)
         loss = cross_entropy(logits.float(), y)
@@ -554,21 +562,20 @@ class _Run:
                     f"at step {step}")
         return None
 
+    def wall_seconds(self) -> float:
+        """Wall-clock time of the run so far, summed over every session that resumed it."""
+        return self.wall_before + time.perf_counter() - self.session_start
+
     def run(self) -> TrainResult:
-        config, files, counters, is_main = self.config, self.files, self.counters, self.process.is_main
+        config, files, is_main = self.config, self.files, self.process.is_main
         total_steps = config.steps
-        session_start = time.perf_counter()
-        wall_before = counters.wall_seconds
-        start_step = self.step
-        train_seconds = 0.0
-        window_losses: list[float] = []
-        window_seconds = 0.0
-        window_steps = 0
+        self.session_start, self.wall_before = time.perf_counter(), self.counters.wall_seconds
+        start_step, train_seconds = self.step, 0.0
+        window = _LogWindow()
         status, message = "completed", ""
-        metrics_file = open(files.metrics, "a", encoding="utf-8") if is_main else None
+        self.metrics_file = open(files.metrics, "a", encoding="utf-8") if is_main else None
         try:
-            if self.progress and is_main:
-                self.progress("train", self.step, total_steps)
+            self._report_progress(total_steps)
             while self.step < total_steps:
                 tick = time.perf_counter()
                 loss, grad_norm, lr = self.forward_backward()
@@ -580,72 +587,41 @@ class _Run:
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - tick
                 train_seconds += elapsed
-                window_seconds += elapsed
-                window_steps += 1
-                window_losses.append(loss)
-                step = self.step
-                if counters.initial_loss is None and divergence is None:
-                    counters.initial_loss = loss
+                window.add(loss, elapsed)
+                if self.counters.initial_loss is None and divergence is None:
+                    self.counters.initial_loss = loss
 
-                evaluate_now = bool(config.eval_every) and step % config.eval_every == 0
-                finished = step == total_steps
-                if divergence or finished or evaluate_now or step % config.log_every == 0:
-                    val_loss = self.evaluate() if is_main and (evaluate_now or finished) else None
-                    counters.wall_seconds = wall_before + time.perf_counter() - session_start
-                    counters.last_train_loss = sum(window_losses) / len(window_losses)
-                    if val_loss is not None:
-                        counters.last_val_loss = val_loss
-                        if counters.best_val_loss is None or val_loss < counters.best_val_loss:
-                            counters.best_val_loss = val_loss
-                    record = {
-                        "step": step,
-                        "tokens": step * config.tokens_per_step,
-                        "wall_seconds": counters.wall_seconds,
-                        "train_loss": _json_number(counters.last_train_loss),
-                        "val_loss": _json_number(val_loss),
-                        "lr": lr,
-                        "grad_norm": _json_number(grad_norm),
-                        "tokens_per_second": window_steps * config.tokens_per_step / max(window_seconds, 1e-9),
-                    }
-                    window_losses, window_seconds, window_steps = [], 0.0, 0
-                    if is_main:
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
-                        if self.callback:
-                            self.callback(record)
+                evaluate_now = bool(config.eval_every) and self.step % config.eval_every == 0
+                finished = self.step == total_steps
+                if divergence or finished or evaluate_now or self.step % config.log_every == 0:
+                    self._log(window, lr, grad_norm, evaluate=evaluate_now or finished)
+                    window = _LogWindow()
                 if divergence:
                     status, message = "diverged", divergence
                     break
-                if self.progress and is_main:
-                    self.progress("train", step, total_steps)
-                if is_main and config.checkpoint_every and step % config.checkpoint_every == 0 and not finished:
-                    # Metrics first: on resume, lines past the checkpoint's step are cut, never missing.
-                    os.fsync(metrics_file.fileno())
+                self._report_progress(total_steps)
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0 and not finished:
                     self._save(files.latest)
-
-            if status == "completed" and is_main:
+            if status == "completed":
                 if self.step == start_step:  # resumed a finished run: nothing trained, score it again
-                    counters.last_val_loss = self.evaluate()
-                counters.wall_seconds = wall_before + time.perf_counter() - session_start
-                os.fsync(metrics_file.fileno())
+                    self.counters.last_val_loss = self.evaluate()
                 self._save(files.final)
                 self._save(files.latest)
         finally:
-            if metrics_file is not None:
-                metrics_file.close()
+            if self.metrics_file is not None:
+                self.metrics_file.close()
 
-        counters.wall_seconds = wall_before + time.perf_counter() - session_start
-        trained_tokens = (self.step - start_step) * config.tokens_per_step
         checkpoint = files.final if status == "completed" else files.latest
+        trained_tokens = (self.step - start_step) * config.tokens_per_step
         result = TrainResult(
             status=status,
             steps=self.step,
             tokens=self.step * config.tokens_per_step,
-            wall_seconds=counters.wall_seconds,
+            wall_seconds=self.wall_seconds(),
             tokens_per_second=trained_tokens / train_seconds if train_seconds else 0.0,
-            final_train_loss=counters.last_train_loss,
-            final_val_loss=counters.last_val_loss if status == "completed" else None,
-            best_val_loss=counters.best_val_loss,
+            final_train_loss=self.counters.last_train_loss,
+            final_val_loss=self.counters.last_val_loss if status == "completed" else None,
+            best_val_loss=self.counters.best_val_loss,
             checkpoint_path=str(checkpoint) if checkpoint.exists() else None,
             metrics_path=str(files.metrics),
             out_dir=str(files.out_dir),
@@ -654,6 +630,50 @@ class _Run:
         if is_main:
             atomic_write_json(files.result, result.to_dict())
         return result
+
+    def _report_progress(self, total_steps: int) -> None:
+        if self.progress and self.process.is_main:
+            self.progress("train", self.step, total_steps)
+
+    def _log(self, window: "_LogWindow", lr: float, grad_norm: float, evaluate: bool) -> None:
+        """Append one metrics line (rank 0) and hand it to the callback."""
+        counters = self.counters
+        val_loss = self.evaluate() if evaluate and self.process.is_main else None
+        counters.last_train_loss = window.mean_loss()
+        if val_loss is not None:
+            counters.last_val_loss = val_loss
+            if counters.best_val_loss is None or val_loss < counters.best_val_loss:
+                counters.best_val_loss = val_loss
+        record = {
+            "step": self.step,
+            "tokens": self.step * self.config.tokens_per_step,
+            "wall_seconds": self.wall_seconds(),
+            "train_loss": _json_number(counters.last_train_loss),
+            "val_loss": _json_number(val_loss),
+            "lr": lr,
+            "grad_norm": _json_number(grad_norm),
+            "tokens_per_second": len(window.losses) * self.config.tokens_per_step / max(window.seconds, 1e-9),
+        }
+        if self.process.is_main:
+            self.metrics_file.write(json.dumps(record) + "\n")
+            self.metrics_file.flush()
+            if self.callback:
+                self.callback(record)
+
+
+@dataclass
+class _LogWindow:
+    """Training losses and time since the last metrics line."""
+
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, loss: float, seconds: float) -> None:
+        self.losses.append(loss)
+        self.seconds += seconds
+
+    def mean_loss(self) -> float:
+        return sum(self.losses) / len(self.losses)
 
 
 # --------------------------------------------------------------------------------------------

@@ -220,9 +220,9 @@ def test_resume_continues_bit_for_bit_in_process(tmp_path, token_files):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_of_the_cli_matches_a_straight_run(tmp_path, token_files):
-    steps = 300
-    killed = make_config(token_files, tmp_path / "killed", max_steps=steps, checkpoint_every=50, eval_every=100,
-                         log_every=10)
+    steps = 200
+    shape = dict(max_steps=steps, checkpoint_every=40, eval_every=100, log_every=10)
+    killed = make_config(token_files, tmp_path / "killed", **shape)
     config_path = tmp_path / "killed.json"
     config_path.write_text(killed.to_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -245,8 +245,7 @@ def test_resume_after_sigkill_of_the_cli_matches_a_straight_run(tmp_path, token_
     printed = json.loads(finished.stdout)
     assert printed["status"] == "completed" and printed["steps"] == steps
 
-    train(make_config(token_files, tmp_path / "straight", max_steps=steps, checkpoint_every=50, eval_every=100,
-                      log_every=10))
+    train(make_config(token_files, tmp_path / "straight", **shape))
     assert_same_params(final_params(tmp_path / "straight"), final_params(tmp_path / "killed"))
     steps_logged = [m["step"] for m in read_metrics(tmp_path / "killed")]
     assert steps_logged == list(range(10, steps + 1, 10))  # nothing duplicated, nothing lost
@@ -366,3 +365,45 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 def test_train_result_json_has_no_nan():
     result = TrainResult("diverged", 3, 10, 1.0, 5.0, float("nan"), None, None, None, "m", "o")
     assert json.loads(json.dumps(result.to_dict()))["final_train_loss"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Data parallel
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_gloo_matches_one_process(tmp_path, token_files):
+    shape = dict(max_steps=6, batch_size=8, eval_every=3, log_every=3, checkpoint_every=3)
+    ddp_config = make_config(token_files, tmp_path / "ddp", **shape)
+    config_path = tmp_path / "ddp.json"
+    config_path.write_text(ddp_config.to_json())
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "cs336_core.training", "--config", str(config_path)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    printed = json.loads(launched.stdout[launched.stdout.index("{"):])  # only rank 0 prints
+    assert printed["status"] == "completed" and printed["steps"] == 6
+
+    single = train(make_config(token_files, tmp_path / "single", **shape))
+    ddp_params, single_params = final_params(tmp_path / "ddp"), final_params(tmp_path / "single")
+    assert ddp_params.keys() == single_params.keys()
+    for name in single_params:
+        torch.testing.assert_close(ddp_params[name], single_params[name], rtol=0, atol=1e-5, msg=name)
+    # Rank 0 alone wrote the metrics: one line per log step, same losses as the single process.
+    ddp_metrics, single_metrics = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
+    assert [m["step"] for m in ddp_metrics] == [3, 6]
+    for ddp_row, single_row in zip(ddp_metrics, single_metrics):
+        assert ddp_row["train_loss"] == pytest.approx(single_row["train_loss"], abs=1e-5)
+        assert ddp_row["val_loss"] == pytest.approx(single_row["val_loss"], abs=1e-5)
+    assert printed["final_val_loss"] == pytest.approx(single.final_val_loss, abs=1e-5)
+
+
+def test_ranks_split_the_global_batch_without_overlap(tmp_path, token_files):
+    starts = np.arange(8) * 10
+    parts = [_Process(rank=rank, world_size=4).local_part(starts) for rank in range(4)]
+    assert [len(part) for part in parts] == [2, 2, 2, 2]
+    assert np.array_equal(np.concatenate(parts), starts)
+    with pytest.raises(ValueError, match="batch_size=8 is not divisible by world size 3"):
+        _Run(make_config(token_files, tmp_path / "run"), torch.device("cpu"), _Process(0, 3), None, None)
