@@ -70,37 +70,55 @@ def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
 
 _GIRL_NAMES = (
     "Lily Mia Sue Anna Emma Lucy Zoe Ella Amy Rose Kate Molly Sara Daisy Ruby Nora Ivy Grace Maya "
-    "Chloe Hannah Lola Bella Tina Jane Clara Ava Nina Poppy Luna"
+    "Chloe Hannah Lola Bella Tina Jane Clara Ava Nina Poppy Luna Alice Olivia Sophie Emily Lisa Julia "
+    "Ellie Stella Hazel Violet Penny Rosie Millie Greta Iris Willow Hope Abby Kitty Dora Wendy Fiona "
+    "Heidi Tilly Mabel Pearl Lucia Mira Elsa Jenny"
 ).split()
 _BOY_NAMES = (
-    "Tom Ben Max Sam Jack Leo Tim Jake Finn Timmy Bobby Joe Sam Noah Oscar Henry Billy Ollie Danny "
-    "Lucas Toby Eli Jimmy Mark Peter Alex Theo Milo Ryan Luke"
+    "Tom Ben Max Sam Jack Leo Tim Jake Finn Timmy Bobby Joe Noah Oscar Henry Billy Ollie Danny "
+    "Lucas Toby Eli Jimmy Mark Peter Alex Theo Milo Ryan Luke Adam Charlie Felix Hugo Jonah Kevin "
+    "Oliver Simon Teddy Victor Zack Arthur Benny Caleb Dylan Ethan Freddie George Harry Ivan Louis "
+    "Marco Nick Otto Paul Rudy Sammy Walter Frank Bruno"
 ).split()
-# (kind, is_animal); people are "a little girl", animals "a little cat".
-_PEOPLE_KINDS = {"she": ("girl",), "he": ("boy",)}
+_PEOPLE_KINDS = {"she": "girl", "he": "boy"}
 _ANIMAL_KINDS = (
     "cat dog puppy kitten bunny bird bear fox mouse frog duck owl squirrel pig cow horse lion "
-    "elephant turtle monkey sheep goat deer hedgehog penguin"
+    "elephant turtle monkey sheep goat deer hedgehog penguin giraffe zebra tiger rabbit hamster "
+    "chicken goose donkey pony koala panda raccoon beaver otter seal whale dolphin crab ladybug "
+    "butterfly bee snail parrot robin lamb kangaroo"
 ).split()
 _HERO_ADJECTIVES = (
     "little happy kind brave curious shy silly small clever friendly gentle playful sleepy busy "
-    "cheerful tiny funny quiet lively careful"
+    "cheerful tiny funny quiet lively careful bright helpful honest polite smart strong young "
+    "bouncy jolly proud eager patient clumsy chatty sweet wise loud calm lucky speedy fuzzy"
 ).split()
 _PLACES = (
     "the park|the forest|the garden|the beach|the farm|the lake|the big hill|the playground|"
     "the market|the library|the zoo|the river|the meadow|the backyard|the school|the toy shop|"
-    "the pond|the woods|grandma's house|the bakery|the old barn|the village|the sandbox|the field"
+    "the pond|the woods|grandma's house|the bakery|the old barn|the village|the sandbox|the field|"
+    "the museum|the pool|the castle|the jungle|the mountain|the island|the harbor|the orchard|"
+    "the cave|the bridge|the train station|the swimming pool|the ice rink|the fair|the circus|"
+    "the doctor's office|the post office|the big city|the quiet street|the flower shop|the camp"
 ).split("|")
-_COLORS = "red blue green yellow pink purple orange white".split()
-_THING_ADJECTIVES = tuple(_COLORS) + tuple("shiny soft old new big small striped spotted sparkly wooden golden".split())
+_COLORS = "red blue green yellow pink purple orange white black brown silver gray".split()
+_THING_ADJECTIVES = tuple(_COLORS) + tuple(
+    "shiny soft old new big small striped spotted sparkly wooden golden fluffy bright tiny "
+    "heavy round magic funny squeaky fancy plastic".split())
 _THINGS = (
     "ball|kite|teddy bear|toy car|hat|bike|doll|book|balloon|toy boat|drum|scarf|rock|train|"
     "puzzle|jump rope|umbrella|whistle|blanket|bucket|crown|robot|music box|marble|wagon|flute|"
-    "truck|necklace|shovel|box of crayons|feather|shell|yo-yo|bell|spoon|cup|sock|key"
+    "truck|necklace|shovel|box of crayons|feather|shell|yo-yo|bell|spoon|cup|sock|key|"
+    "backpack|sweater|mitten|pillow|lamp|clock|camera|guitar|piano|tambourine|rocket|airplane|"
+    "dinosaur toy|bracelet|ring|watch|map|compass|flashlight|paintbrush|notebook|pencil|basket|"
+    "bowl|vase|fishing rod|skateboard|scooter|helmet|sled|snow globe|treasure chest|jar|ribbon|"
+    "button|coin|star sticker|toy horse|puppet|wand|mirror"
 ).split("|")
 _TREATS = (
     "apple|cookie|piece of cake|sandwich|banana|candy|slice of pie|ice cream|cupcake|muffin|"
-    "orange|jar of honey|piece of cheese|bowl of soup|carrot|pear|lollipop|pancake|bun|peach"
+    "orange|jar of honey|piece of cheese|bowl of soup|carrot|pear|lollipop|pancake|bun|peach|"
+    "plum|bunch of grapes|cherry|strawberry|slice of bread|cracker|donut|pretzel|cup of milk|"
+    "waffle|bowl of berries|slice of pizza|chocolate bar|bag of popcorn|lemonade|watermelon|"
+    "tomato|cookie with sprinkles|slice of melon|bowl of rice"
 ).split("|")
 # (base form, -ing form)
 _ACTIVITIES = (
@@ -115,10 +133,19 @@ _ACTIVITIES = (
     ("bake cookies", "baking cookies"), ("play ball", "playing ball"),
     ("dig in the sand", "digging in the sand"), ("ride on the swing", "riding on the swing"),
     ("count the birds", "counting the birds"), ("make mud pies", "making mud pies"),
+    ("ride a bike", "riding a bike"), ("skip stones", "skipping stones"),
+    ("catch butterflies", "catching butterflies"), ("play the drums", "playing the drums"),
+    ("build sandcastles", "building sandcastles"), ("roll down the hill", "rolling down the hill"),
+    ("make paper boats", "making paper boats"), ("tell jokes", "telling jokes"),
+    ("chase bubbles", "chasing bubbles"), ("play tag", "playing tag"),
+    ("feed the ducks", "feeding the ducks"), ("plant seeds", "planting seeds"),
+    ("look for shells", "looking for shells"), ("make snowmen", "making snowmen"),
+    ("play dress up", "playing dress up"), ("whistle tunes", "whistling tunes"),
+    ("hop like a frog", "hopping like a frog"), ("spin in circles", "spinning in circles"),
 )
-_GOOD_FEELINGS = "happy glad proud excited thankful joyful calm".split()
-_BAD_FEELINGS = "sad worried scared upset lonely grumpy nervous".split()
-_GROWNUPS = "mom|dad|grandma|grandpa|big sister|big brother|teacher|aunt|uncle".split("|")
+_GOOD_FEELINGS = "happy glad proud excited thankful joyful calm cheerful delighted thrilled pleased cozy relieved".split()
+_BAD_FEELINGS = "sad worried scared upset lonely grumpy nervous frightened confused unhappy cross gloomy".split()
+_GROWNUPS = "mom|dad|grandma|grandpa|big sister|big brother|teacher|aunt|uncle|neighbor".split("|")
 _WEATHER = (
     "The sun was shining and the birds were singing.",
     "It was a warm and sunny day.",
@@ -130,12 +157,25 @@ _WEATHER = (
     "It was a cold morning and the grass was wet.",
     "The flowers were blooming and the bees were buzzing.",
     "It was a quiet evening and the sun was going down.",
+    "Fog covered the hills like a thick gray cloud.",
+    "The autumn leaves were red, orange, and yellow.",
+    "It was so hot that even the dogs were sleeping in the shade.",
+    "A cool breeze was blowing from the sea.",
+    "Thunder rumbled far away.",
+    "The moon was big and round that night.",
 )
 _HIDING_SPOTS = (
     "under a big leaf|behind a tree|under the bed|in a bush|next to the fence|under the slide|"
-    "behind a rock|in the tall grass|under a bench|inside an old box|near the pond|in a hole"
+    "behind a rock|in the tall grass|under a bench|inside an old box|near the pond|in a hole|"
+    "behind the curtain|under the table|in the sandbox|between two flower pots|inside a boot|"
+    "under a pile of leaves|behind the shed|on a tree branch|in the mailbox|under the stairs|"
+    "next to the gate|beside the mushrooms|inside the dog house"
 ).split("|")
-_HIGH_SPOTS = "on a high shelf|at the top of a tree|on the roof|on a tall wall|on top of the fridge".split("|")
+_HIGH_SPOTS = (
+    "on a high shelf|at the top of a tree|on the roof|on a tall wall|on top of the fridge|"
+    "on top of the cupboard|in a high window|on the top step of a ladder|up on a lamp post|"
+    "on a tall rock"
+).split("|")
 _FEARS = (
     ("a loud noise", "it was only the wind banging a door"),
     ("a big shadow", "it was only the shadow of a friendly tree"),
@@ -143,12 +183,21 @@ _FEARS = (
     ("a growl in the bushes", "it was only a hungry puppy"),
     ("a strange light", "it was only a little firefly"),
     ("the deep water", "the water was not so deep near the shore"),
+    ("a creaking sound", "it was only the old floor"),
+    ("two glowing eyes", "it was only a sleepy cat on the fence"),
+    ("a big wave", "the wave was small by the time it reached the sand"),
+    ("a buzzing sound", "it was only a bee looking for flowers"),
+    ("a tall monster", "it was only a coat hanging on a hook"),
+    ("a scratching at the window", "it was only a branch moving in the wind"),
 )
 _TIMES = (
     "One day", "One morning", "One sunny afternoon", "One evening", "Early one morning",
-    "One rainy day", "Last summer", "One cold winter day", "One spring morning",
+    "One rainy day", "Last summer", "One cold winter day", "One spring morning", "On Saturday",
+    "One windy day", "After lunch", "One bright day", "On a snowy morning", "Yesterday",
+    "One autumn day",
 )
-_THENS = ("Then", "After that", "Soon", "After a while", "A moment later", "Later")
+_PET_NAMES = "Spot Fluffy Buddy Coco Patch Pip Biscuit Peanut Sunny Bubbles Pepper Ziggy Noodle Snowball".split()
+_THENS = ("Then", "After that", "Soon", "After a while", "A moment later", "Later", "Next")
 _GENERIC_MORALS = (
     "{hero} learned that it is good to help your friends.",
     "{hero} learned that kindness is the best gift of all.",
@@ -178,6 +227,18 @@ _PLOT_MORALS = {
                  "{hero} learned that being curious can lead to fun."),
     "baking": ("{hero} learned that a mess can be cleaned up when you work together.",
                "{hero} learned that gifts made with love are the best."),
+    "garden": ("{hero} learned that good things take time.",
+               "{hero} learned that plants, like friends, need care every day."),
+    "party": ("{hero} learned that the best gifts come from the heart.",
+              "{hero} learned that you do not need money to make someone happy."),
+    "bedtime": ("{hero} learned that a story and a song can chase the worries away.",
+                "{hero} learned that {his} {grownup} is always there when {he} needs help."),
+    "trip": ("{hero} learned that an adventure is more fun with someone you love.",
+             "{hero} learned to stay calm when things go wrong."),
+    "clean_up": ("{hero} learned that we must take care of the world around us.",
+                 "{hero} learned that many hands make light work."),
+    "pet": ("{hero} learned that pets need love and care.",
+            "{hero} learned that taking care of others is a big job, and a good one."),
     "try_again": ("{hero} learned that if you keep trying, you can do hard things.",
                   "{hero} learned that being patient is worth it."),
 }
@@ -259,7 +320,7 @@ _PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "broken": (
         ("{hero} loved {his} {grownup}'s {thing_adj} {thing}. {He} was not supposed to play with it.",
          "{time}, {hero} found a {thing_adj} {thing} on the table. It belonged to {his} {grownup}."),
-        ("{He} picked it up to {activity}, but it fell and broke!",
+        ("{He} picked it up to look at it closely, but it slipped and broke!",
          "{He} played with it, and then, crack! The {thing} broke into pieces."),
         ("{hero} felt very {bad}. {He} wanted to hide the pieces.",
          "{hero} was scared. \"Maybe nobody will know,\" {he} thought."),
@@ -348,6 +409,86 @@ _PLOTS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("When the cake was ready, {his} {grownup} came in. \"What a wonderful cake!\" {grownup_pronoun} said.",
          "{His} {grownup} tasted the cake and smiled. \"This is the best cake I ever had!\""),
     ),
+    "garden": (
+        ("{time}, {his} {grownup} gave {hero} a little bag of seeds.",
+         "{hero} wanted to grow {his} own flowers, so {he} got some seeds from {his} {grownup}."),
+        ("{He} dug small holes in the dirt and put one seed in each hole.",
+         "{hero} and {friend_called} planted the seeds in a sunny corner of {place}."),
+        ("Every day, {he} gave the seeds some water. But nothing happened.",
+         "{He} watered them and waited. One day passed, then two, then three. Still nothing grew."),
+        ("\"Why are they not growing?\" asked {hero}. {He} felt {bad}.",
+         "{hero} was {bad}. \"Maybe my seeds are broken,\" {he} said."),
+        ("\"Seeds need time,\" said {his} {grownup}. \"Be patient and keep taking care of them.\"",
+         "{friend} said, \"My grandpa says good things take time. Let's keep watering them.\""),
+        ("A week later, {hero} saw tiny green sprouts. Soon there were {color} flowers everywhere!",
+         "One morning, little green leaves came up. Then the flowers opened, {color} and beautiful."),
+        ("{hero} picked one flower and gave it to {his} {grownup}. {He} felt very {good}.",
+         "{hero} smiled at {his} garden. \"We did it!\" {he} said to {friend}."),
+    ),
+    "party": (
+        ("It was {friend}'s birthday, and {hero} was invited to the party at {place}.",
+         "{time}, {hero} got a card in the mail. It said, \"Come to my birthday party! Love, {friend}.\""),
+        ("{hero} wanted to bring a present, but {he} had no money.",
+         "{hero} looked for a gift, but the shop was closed. {He} felt {bad}."),
+        ("Then {he} had an idea. {He} made a card with {color} paper and drew a big {animal} on it.",
+         "So {he} decided to make a present. {He} wrapped {his} own {thing_adj} {thing} in {color} paper."),
+        ("At the party, there were balloons, games, and a big cake with candles.",
+         "The party was full of music and laughter. Everyone sang \"Happy Birthday\" to {friend}."),
+        ("{hero} gave {his} present to {friend}. {friend} opened it and smiled. \"I love it!\" {fhe} said.",
+         "When {friend} saw the gift, {fhe} hugged {hero}. \"This is the best present, because you made it!\""),
+    ),
+    "bedtime": (
+        ("It was time for bed, but {hero} could not sleep.",
+         "That night, {hero} lay in bed with {his} {thing_adj} {thing}, but {his} eyes stayed open."),
+        ("{He} tossed and turned. The room was dark and quiet, and {he} felt {bad}.",
+         "{He} counted sheep, but after one hundred sheep {he} was still awake."),
+        ("{He} called, \"{Grownup}, I can't sleep!\" {His} {grownup} came and sat on the bed.",
+         "{His} {grownup} heard {him} and came in with a glass of warm milk."),
+        ("\"Let me tell you a story,\" said {his} {grownup}. It was a story about a {hero_adj} {animal} who lived on the moon.",
+         "{His} {grownup} sang a soft song about the stars and the sea."),
+        ("Slowly, {hero}'s eyes grew heavy. Soon {he} was fast asleep, dreaming of {activity_ing}.",
+         "Before the song was over, {hero} was asleep with a smile on {his} face."),
+    ),
+    "trip": (
+        ("{time}, {hero} and {his} {grownup} went on a trip to {place}.",
+         "{hero} was very {good}. Today {he} was going to visit {place} for the first time."),
+        ("They packed a {treat}, a map, and {his} {thing_adj} {thing}.",
+         "{He} put on {his} {color} boots and took {his} {thing} with {him}."),
+        ("On the way, they saw a {animal}, a big tree, and a long {color} train.",
+         "They walked for a long time. {hero} saw a {animal} sleeping in the sun."),
+        ("But then they got lost. Every path looked the same.",
+         "Suddenly {hero} could not see the road anymore. \"Where are we?\" {he} asked."),
+        ("{hero} looked at the map and found the way. \"This way!\" {he} said.",
+         "A kind {animal} showed them the way back. \"Follow the river,\" it said."),
+        ("At last, they arrived. {hero} had never seen anything so beautiful.",
+         "When they got home, {hero} told everyone about the trip. It was an adventure!"),
+    ),
+    "clean_up": (
+        ("{time}, {hero} and {friend_called} went to {place}. There was trash everywhere.",
+         "When {hero} got to {place}, {he} saw paper, cans, and bottles on the ground."),
+        ("\"This is not nice,\" said {hero}. Animals could get hurt.",
+         "{hero} felt {bad}. {He} knew that trash can hurt birds and fish."),
+        ("\"Let's clean it up!\" said {friend}. They got a big bag and started to pick up the trash.",
+         "{hero} had an idea. {He} asked {his} friends to help, and they all brought bags."),
+        ("It was hard work, and it took all afternoon.",
+         "They worked and worked until their arms were tired."),
+        ("When they were done, {place} looked clean and bright again. The birds came back to sing.",
+         "At the end of the day, there was not one piece of trash left. Everyone cheered."),
+    ),
+    "pet": (
+        ("{hero} had a pet {animal} named {pet}. {hero} loved {pet} very much.",
+         "{time}, {hero}'s {grownup} brought home a little {animal}. {hero} named it {pet}."),
+        ("One morning, {pet} did not want to eat or play. {pet} just lay in a corner.",
+         "{time}, {pet} looked tired and sick. {hero} was {bad}."),
+        ("{hero} and {his} {grownup} took {pet} to the animal doctor.",
+         "\"We must help {pet},\" said {hero}. They went to see the doctor right away."),
+        ("The doctor looked at {pet} and said, \"{pet} ate something bad. Give {pet} this medicine and lots of rest.\"",
+         "The doctor was very kind. \"{pet} will be fine,\" said the doctor. \"Just keep {pet} warm.\""),
+        ("{hero} took care of {pet} every day. {He} gave {pet} water and a soft blanket.",
+         "For three days, {hero} sat with {pet} and read {pet} stories."),
+        ("Soon {pet} was running and jumping again. {hero} was so {good}.",
+         "On the fourth day, {pet} jumped up and licked {hero}'s face. {pet} was better!"),
+    ),
     "try_again": (
         ("{hero} wanted to learn to {activity}. {He} watched {friend} do it every day.",
          "{time}, {hero} decided to learn to {activity}."),
@@ -378,7 +519,7 @@ def _character(rng: random.Random, avoid: set[str], *, animal: bool | None = Non
     name = rng.choice([n for n in names if n not in avoid])
     if animal is None:
         animal = rng.random() < 0.4
-    kind = rng.choice(_ANIMAL_KINDS) if animal else _PEOPLE_KINDS[subject][0]
+    kind = rng.choice(_ANIMAL_KINDS) if animal else _PEOPLE_KINDS[subject]
     return {"name": name, "kind": kind, "adjective": rng.choice(_HERO_ADJECTIVES), **_pronouns(subject)}
 
 
@@ -421,6 +562,7 @@ def _story_slots(rng: random.Random) -> dict[str, str]:
         "friend_called": (f"{hero['his']} friend {friend['name']}" if friend["kind"] in ("boy", "girl")
                           else f"{friend['name']} the {friend['kind']}"),
         "animal": rng.choice(_ANIMAL_KINDS), "color": rng.choice(_COLORS),
+        "pet": rng.choice(_PET_NAMES), "Grownup": grownup.capitalize(),
         "fhe": friend["he"], "fhim": friend["him"], "fhis": friend["his"],
         "grownup": grownup, "grownup_pronoun": grownup_pronoun,
         "place": rng.choice(_PLACES), "thing": rng.choice(_THINGS), "thing_adj": rng.choice(_THING_ADJECTIVES),
@@ -435,8 +577,11 @@ def _story_slots(rng: random.Random) -> dict[str, str]:
     return slots
 
 
+_A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])(?!uni|use|one)")
+
+
 def _fill(template: str, slots: dict[str, str]) -> str:
-    text = template.format_map(slots)
+    text = _A_BEFORE_VOWEL.sub(r"\1n ", template.format_map(slots))  # "an orange kite", "an owl"
     return text[0].upper() + text[1:]
 
 
