@@ -57,16 +57,20 @@ def _run_status(metrics_path: Path) -> str | None:
     return None
 
 
-def loss_curve_table(runs: Mapping[str, PathLike]) -> pd.DataFrame:
+def loss_curve_table(runs: Mapping[str, PathLike | pd.DataFrame]) -> pd.DataFrame:
     """Long table (variant, step, tokens, wall_seconds, train_loss, val_loss, diverged) of several runs.
 
-    `diverged` is true on every row of a run whose result.json says "diverged" or whose training
-    loss became non-finite (null in metrics.jsonl).
+    `runs` maps a variant name to its metrics.jsonl (or to a `read_metrics` frame). `diverged` is
+    true on every row of a run whose result.json (beside metrics.jsonl) says "diverged" or whose
+    training loss became non-finite (null in metrics.jsonl).
     """
     frames = []
-    for variant, path in runs.items():
-        metrics = read_metrics(path)
-        diverged = _run_status(Path(path)) == "diverged" or bool(metrics["train_loss"].isna().any())
+    for variant, source in runs.items():
+        if isinstance(source, pd.DataFrame):
+            metrics, status = source, None
+        else:
+            metrics, status = read_metrics(source), _run_status(Path(source))
+        diverged = status == "diverged" or bool(metrics["train_loss"].isna().any())
         frame = metrics.loc[:, ["step", "tokens", "wall_seconds", "train_loss", "val_loss"]]
         frame.insert(0, "variant", variant)
         frame["diverged"] = diverged
@@ -176,11 +180,18 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: Iterable[Mapping] | pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table; numeric columns right-aligned, floats to 4 significant digits."""
-    if isinstance(rows, pd.DataFrame):
-        rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in rows.to_dict("records")]
-    rows = list(rows)
+def markdown_table(rows: Iterable[Mapping] | pd.DataFrame | list[str], values: Iterable[Iterable] | None = None) -> str:
+    """A GitHub-flavoured Markdown table; numeric columns right-aligned, floats to 4 significant digits.
+
+    Either `markdown_table(rows)` with dicts (or a DataFrame), or `markdown_table(columns, values)`
+    with a header list and one sequence of cells per row.
+    """
+    if values is not None:
+        columns = list(rows)
+        rows = [dict(zip(columns, row, strict=True)) for row in values]
+    elif isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in rows]
     if not rows:
         return "_(no rows)_"
     columns: list[str] = []

@@ -81,6 +81,9 @@ def test_loss_curve_table_round_trips_through_csv(runs, tmp_path):
     assert baseline.loc[10, "val_loss"] == pytest.approx(9.0 * math.exp(-10 / 12) + 1.85)
     assert math.isnan(baseline.loc[11, "val_loss"])
     assert table[table["variant"] == "lr=3e-3"]["wall_seconds"].max() == pytest.approx(28.0)
+    # Frames already read give the same table (divergence then comes from the losses alone).
+    from_frames = loss_curve_table({variant: read_metrics(path) for variant, path in runs.items()})
+    pd.testing.assert_frame_equal(from_frames, table)
     table.to_csv(tmp_path / "curves.csv", index=False)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "curves.csv"), table, check_dtype=False)
 
@@ -173,6 +176,10 @@ def test_markdown_table_from_rows_and_frames():
     frame = pd.DataFrame({"variant": ["pre", "post"], "val_loss": [1.5, 1.75], "steps": [100, 100]})
     assert _parse_table(markdown_table(frame))[2:] == [["pre", "1.5", "100"], ["post", "1.75", "100"]]
     assert markdown_table([]) == "_(no rows)_"
+    as_lists = markdown_table(["variant", "val_loss", "steps"], [["pre", 1.5, 100], ["post", np.float64(1.75), 100]])
+    assert as_lists == markdown_table(frame)
+    with pytest.raises(ValueError):
+        markdown_table(["a", "b"], [[1, 2, 3]])
 
 
 def test_render_report_keeps_section_order():
