@@ -97,15 +97,54 @@ class RMSNorm(nn.Module):
         return (x * inv_rms * self.weight).to(in_dtype)
 
 
+# silu, softmax and RoPE have hand-written backward passes: autograd would otherwise save and
+# revisit every intermediate (sigmoid, the max, exp, the sum, the quotient), and these run on the
+# largest activations of the model (T x T attention scores, d_ff-wide FFN hidden states).
+
+
+class _SiLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        # d/dx x*s(x) = s + x*s*(1-s) = s * (1 + x*(1-s))
+        return grad * s * (1 + x * (1 - s))
+
+
 def silu(x: Tensor) -> Tensor:
-    return x * torch.sigmoid(x)
+    """x * sigmoid(x)."""
+    return _SiLU.apply(x)
+
+
+class _Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int, mask: Tensor | None) -> Tensor:
+        # Masked entries become -inf before the max, so they neither win the max nor get probability.
+        shifted = x.clone() if mask is None else torch.where(mask, x, float("-inf"))
+        shifted -= shifted.amax(dim=dim, keepdim=True)
+        probs = shifted.exp_()
+        probs /= probs.sum(dim=dim, keepdim=True)
+        ctx.dim = dim
+        ctx.save_for_backward(probs)
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (probs,) = ctx.saved_tensors
+        # dL/dx = y * (g - sum(g * y)); masked entries have y = 0 and so get no gradient.
+        grad_in = grad * probs
+        grad_in.addcmul_(probs, grad_in.sum(dim=ctx.dim, keepdim=True), value=-1)
+        return grad_in, None, None
 
 
 def softmax(x: Tensor, dim: int) -> Tensor:
-    """exp(x - max) / sum: subtracting the max keeps exp from overflowing (and -inf rows of a mask stay 0)."""
-    shifted = x - x.amax(dim=dim, keepdim=True)
-    exps = torch.exp(shifted)
-    return exps / exps.sum(dim=dim, keepdim=True)
+    """exp(x - max) / sum(exp(x - max)); subtracting the max keeps exp from overflowing."""
+    return _Softmax.apply(x, dim, None)
 
 
 class SwiGLU(nn.Module):
@@ -151,17 +190,33 @@ class RotaryPositionalEmbedding(nn.Module):
         """x: (..., seq, d_k); token_positions: (..., seq), broadcastable against x's batch dims."""
         cos = self.cos[token_positions].to(x.dtype)
         sin = self.sin[token_positions].to(x.dtype)
-        x_even, x_odd = x[..., 0::2], x[..., 1::2]
-        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-        return rotated.flatten(-2)
+        return _Rotate.apply(x, cos, sin)
+
+
+def _rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
+
+
+class _Rotate(torch.autograd.Function):
+    """Pairwise rotation; its gradient is the rotation by the opposite angle (the transpose)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate_pairs(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rotate_pairs(grad, cos, -sin), None, None
 
 
 def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
     """softmax(Q K^T / sqrt(d_k)) V over any batch dims; mask is boolean with True = may attend."""
-    scores = (Q @ K.transpose(-2, -1)) * (1.0 / math.sqrt(Q.shape[-1]))
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return softmax(scores, dim=-1) @ V
+    # Scaling Q (T x d_k) is cheaper than scaling the T x T scores.
+    scores = (Q * (1.0 / math.sqrt(Q.shape[-1]))) @ K.transpose(-2, -1)
+    return _Softmax.apply(scores, -1, mask) @ V
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,6 +15,31 @@ from torch import Tensor
 ParamsT = Iterable[Tensor] | Iterable[dict]
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """Mean negative log-likelihood over rows of (N, vocab) logits, with a hand-written backward.
+
+    The gradient is (softmax(logits) - onehot(target)) / N; it is rebuilt in backward from the
+    shifted logits and the row log-sum-exp, so no vocabulary-sized probability tensor is kept
+    between forward and backward besides the shifted logits themselves.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
+        shifted = logits - logits.amax(dim=-1, keepdim=True)
+        log_sum_exp = torch.exp(shifted).sum(dim=-1, keepdim=True).log_()
+        target_logits = shifted.gather(-1, targets.unsqueeze(-1))
+        ctx.save_for_backward(shifted, log_sum_exp, targets)
+        return (log_sum_exp - target_logits).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        shifted, log_sum_exp, targets = ctx.saved_tensors
+        grad_logits = (shifted - log_sum_exp).exp_()  # softmax
+        grad_logits.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(log_sum_exp, -1.0))
+        grad_logits *= grad / shifted.shape[0]
+        return grad_logits, None
+
+
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean of -log softmax(logits)[target] over all batch dims; logits (..., vocab), targets (...).
 
@@ -23,11 +48,9 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree on batch dims")
-    logits = logits.float()
-    row_max = logits.amax(dim=-1, keepdim=True)
-    log_sum_exp = torch.log(torch.exp(logits - row_max).sum(dim=-1)) + row_max.squeeze(-1)
-    target_logits = logits.gather(-1, targets.unsqueeze(-1).long()).squeeze(-1)
-    return (log_sum_exp - target_logits).mean()
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return _CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long())
 
 
 class SGD(torch.optim.Optimizer):

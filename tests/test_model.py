@@ -271,3 +271,17 @@ def test_forward_rejects_too_long_input():
     model = TransformerLM(**SMALL)
     with pytest.raises(ValueError, match="context_length=16"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_hand_written_backward_passes_match_numerical_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(silu, (x,))
+    assert torch.autograd.gradcheck(lambda t: softmax(t, dim=-1), (x,))
+    assert torch.autograd.gradcheck(lambda t: softmax(t, dim=0), (x,))
+    q, k, v = (torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    assert torch.autograd.gradcheck(lambda a, b, c: scaled_dot_product_attention(a, b, c, causal), (q, k, v))
+    rope = RotaryPositionalEmbedding(10_000.0, 4, 16).double()
+    positions = torch.tensor([3, 1, 4, 1, 5])
+    assert torch.autograd.gradcheck(lambda t: rope(t, positions), (q,))

@@ -157,3 +157,10 @@ def test_overfits_one_batch():
         opt.step()
     assert first > 3.0
     assert loss.item() < 0.01, loss.item()
+
+
+def test_cross_entropy_gradient_matches_numerical():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 7, (2, 3))
+    assert torch.autograd.gradcheck(lambda t: cross_entropy(t, targets), (logits,))
