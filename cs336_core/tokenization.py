@@ -26,8 +26,10 @@ import argparse
 import collections
 import gzip
 import heapq
+import itertools
 import json
 import os
+import re
 import sys
 import time
 from functools import lru_cache
@@ -41,6 +43,12 @@ from cs336_core.progress import ConsoleProgress, ProgressFn
 
 GPT2_PRETOKENIZE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _PRETOKENIZE = regex.compile(GPT2_PRETOKENIZE_PATTERN)
+# GPT-2's regex always starts a new pre-token at a single space between two non-space characters
+# (whatever run precedes it, letters, digits or punctuation, ends at the space). Text cut there
+# splits into "space words" that pre-tokenize independently and repeat a lot, and the cut is a
+# plain `re` split at C speed. `re`'s \s is a superset of `regex`'s (it adds \x1c-\x1f), so `re`'s
+# \S never claims a character that GPT-2's regex treats as whitespace.
+_SPACE_WORD_BOUNDARY = re.compile(r"(?<=\S) (?=\S)")
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
@@ -231,7 +239,13 @@ def _reversed_order_key(token: bytes) -> str:
 
 def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merges: int,
                            progress: ProgressFn | None = None) -> Merges:
-    """Run up to `num_merges` BPE merges over counted pre-tokens; extends `vocab` in place."""
+    """Run up to `num_merges` BPE merges over counted pre-tokens; extends `vocab` in place.
+
+    Pair counts are updated only around each merged occurrence. The heap holds, for every live
+    pair, an entry whose count is at least the true one: increases push a new entry, decreases
+    push nothing, and a popped entry whose count is too high is pushed back with the true count.
+    So the first popped entry that is exact is the most frequent pair (ties broken by the key).
+    """
     byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
     words: list[list[int]] = []
     counts: list[int] = []
@@ -254,41 +268,65 @@ def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merg
 
     merges: Merges = []
     while len(merges) < num_merges and heap:
-        negative_count, _, _, a, b = heapq.heappop(heap)
+        negative_count, key_a, key_b, a, b = heapq.heappop(heap)
         pair = (a, b)
-        if pair_counts.get(pair) != -negative_count:
-            continue  # a stale entry: the pair's count changed after it was pushed
+        count = pair_counts.get(pair, 0)
+        if count != -negative_count:
+            if count > 0:  # the count went down since this entry was pushed
+                heapq.heappush(heap, (-count, key_a, key_b, a, b))
+            continue
         new_id = len(vocab)
         vocab[new_id] = vocab[a] + vocab[b]
         order_key[new_id] = _reversed_order_key(vocab[new_id])
         merges.append((vocab[a], vocab[b]))
-
-        changed: set[tuple[int, int]] = set()
-        for index in pair_words.pop(pair):
-            word = words[index]
-            merged = _merge_word(word, a, b, new_id)
-            if len(merged) == len(word):
-                continue  # the index is lazy: this word lost the pair in an earlier merge
-            count = counts[index]
-            for old in zip(word, word[1:]):
-                pair_counts[old] -= count
-                changed.add(old)
-            for new in zip(merged, merged[1:]):
-                pair_counts[new] += count
-                pair_words[new].add(index)
-                changed.add(new)
-            words[index] = merged
-        for changed_pair in changed:
-            count = pair_counts[changed_pair]
-            if count > 0:
-                heapq.heappush(heap, (-count, order_key[changed_pair[0]], order_key[changed_pair[1]], *changed_pair))
-            else:
-                del pair_counts[changed_pair]
+        increased = _apply_merge(words, counts, pair_counts, pair_words, a, b, new_id)
+        for new_pair in increased:
+            heapq.heappush(heap, (-pair_counts[new_pair], order_key[new_pair[0]], order_key[new_pair[1]], *new_pair))
         if progress is not None and len(merges) % 100 == 0:
             progress("merge", len(merges), num_merges)
     if progress is not None:  # finished, possibly early because no pair was left
         progress("merge", len(merges), len(merges))
     return merges
+
+
+def _apply_merge(words: list[list[int]], counts: list[int], pair_counts: dict, pair_words: dict,
+                 a: int, b: int, new_id: int) -> set[tuple[int, int]]:
+    """Merge (a, b) into `new_id` in every word holding it; update pair counts around each site.
+
+    Returns the pairs (all containing `new_id`) whose counts went up.
+    """
+    increased: set[tuple[int, int]] = set()
+    for index in pair_words.pop((a, b)):
+        word = words[index]  # merged in place, left to right
+        count = counts[index]
+        i = 0
+        while True:
+            try:
+                i = word.index(a, i)
+            except ValueError:
+                break
+            if i + 1 == len(word) or word[i + 1] != b:
+                i += 1
+                continue
+            pair_counts[(a, b)] -= count
+            if i > 0:  # the left neighbour now pairs with the new token
+                left = word[i - 1]
+                pair_counts[(b if left == new_id else left, a)] -= count
+                new_pair = (left, new_id)
+                pair_counts[new_pair] += count
+                pair_words[new_pair].add(index)
+                increased.add(new_pair)
+            # The right neighbour, unless it starts the next occurrence (handled as its left).
+            if i + 2 < len(word) and not (word[i + 2] == a and i + 3 < len(word) and word[i + 3] == b):
+                right = word[i + 2]
+                pair_counts[(b, right)] -= count
+                new_pair = (new_id, right)
+                pair_counts[new_pair] += count
+                pair_words[new_pair].add(index)
+                increased.add(new_pair)
+            word[i:i + 2] = [new_id]
+            i += 1
+    return increased
 
 
 def _merge_word(word: list[int], a: int, b: int, new_id: int) -> list[int]:
@@ -450,14 +488,17 @@ class Tokenizer:
         except KeyError:
             missing = next(b for b in range(256) if bytes([b]) not in self.token_to_id)
             raise ValueError(f"the vocabulary lacks the single byte {bytes([missing])!r}") from None
-        # (left id, right id) -> (rank, merged id)
-        self._merge_ranks: dict[tuple[int, int], tuple[int, int]] = {}
+        # (left id, right id) -> merge rank; rank -> the merged token's id
+        self._merge_ranks: dict[tuple[int, int], int] = {}
+        self._merged_id_of_rank: list[int] = []
         for rank, (a, b) in enumerate(self.merges):
             ids = [self.token_to_id.get(t) for t in (a, b, a + b)]
             if None in ids:
                 raise ValueError(f"merge {rank} ({a!r}, {b!r}) uses or makes a token missing from the vocabulary")
-            self._merge_ranks.setdefault((ids[0], ids[1]), (rank, ids[2]))
-        self._cache: dict[str, list[int]] = {}
+            self._merge_ranks.setdefault((ids[0], ids[1]), rank)  # a repeated merge never applies again
+            self._merged_id_of_rank.append(ids[2])
+        self._pretoken_cache: dict[str, list[int]] = {}
+        self._space_word_cache: dict[str, list[int]] = {}  # keyed without the implied leading space
 
     @classmethod
     def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
@@ -468,35 +509,67 @@ class Tokenizer:
     def save(self, vocab_path: str | os.PathLike, merges_path: str | os.PathLike) -> None:
         save_vocab_merges(self.vocab, self.merges, vocab_path, merges_path)
 
-    def __reduce__(self):  # worker processes get the definition, not the cache
+    def __reduce__(self):  # worker processes get the definition, not the caches
         return (type(self), (self.vocab, self.merges, self.special_tokens))
 
     @property
     def max_token_id(self) -> int:
         return max(self.vocab)
 
-    def _bpe(self, word: str) -> list[int]:
+    def _bpe(self, pretoken: str) -> list[int]:
         """Token ids of one pre-token: apply the lowest-ranked merge present until none is."""
-        ids = [self._byte_ids[b] for b in word.encode("utf-8")]
-        ranks = self._merge_ranks
+        ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
+        rank_of = self._merge_ranks.get
+        merged_id_of_rank = self._merged_id_of_rank
+        no_merge = len(merged_id_of_rank)
         while len(ids) >= 2:
-            best = min((ranks.get(pair, (len(ranks), 0)), i) for i, pair in enumerate(zip(ids, ids[1:])))
-            (rank, merged_id), i = best
-            if rank == len(ranks):
+            ranks = [rank_of(pair, no_merge) for pair in zip(ids, ids[1:])]
+            best = min(ranks)
+            if best == no_merge:
                 break
-            pair = (ids[i], ids[i + 1])
-            ids = _merge_word(ids, pair[0], pair[1], merged_id)
+            i = ranks.index(best)  # ranks are unique per pair, so `best` marks this pair's occurrences
+            if ranks.count(best) == 1:
+                ids[i:i + 2] = [merged_id_of_rank[best]]
+            else:
+                ids = _merge_word(ids, ids[i], ids[i + 1], merged_id_of_rank[best])
+        return ids
+
+    def _encode_pretoken(self, pretoken: str) -> list[int]:
+        ids = self._pretoken_cache.get(pretoken)
+        if ids is None:
+            if len(self._pretoken_cache) >= self.CACHE_LIMIT:
+                self._pretoken_cache.clear()
+            ids = self._pretoken_cache[pretoken] = self._bpe(pretoken)
+        return ids
+
+    def _encode_space_word(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for pretoken in _PRETOKENIZE.findall(text):
+            ids += self._encode_pretoken(pretoken)
         return ids
 
     def _encode_plain(self, text: str, out: list[int]) -> None:
-        cache = self._cache
-        if len(cache) > self.CACHE_LIMIT:
+        """Append the ids of text that holds no special token.
+
+        Pre-tokenizing is the costly part, so it is done once per distinct space word (see
+        `_SPACE_WORD_BOUNDARY`) and the ids of each are cached.
+        """
+        space_words = _SPACE_WORD_BOUNDARY.split(text)
+        out += self._encode_space_word(space_words[0])  # the only one without a leading space
+        cache = self._space_word_cache
+        if len(cache) >= self.CACHE_LIMIT:
             cache.clear()
-        for word in _PRETOKENIZE.findall(text):
-            ids = cache.get(word)
-            if ids is None:
-                ids = cache[word] = self._bpe(word)
-            out.extend(ids)
+        del space_words[0]
+        found = list(map(cache.get, space_words))
+        if None in found:
+            for i, ids in enumerate(found):
+                if ids is None:
+                    word = space_words[i]
+                    ids = cache.get(word)
+                    if ids is None:
+                        ids = cache[word] = self._encode_space_word(" " + word)
+                    found[i] = ids
+        out += itertools.chain.from_iterable(found)
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
@@ -516,10 +589,11 @@ class Tokenizer:
         """Encode the longest prefix of `text` whose tokens no continuation can change.
 
         Returns the ids and the prefix length. A special token is final once the longest special
-        token would fit after it; plain text before a possible special token is final up to the
-        pre-tokens that end well before the text seen so far (a pre-token depends on at most a
-        few characters after it: GPT-2's regex looks ahead one character and its contractions
-        are three long).
+        token would fit after it. Plain text that may still be followed by more plain text is
+        final up to its last space-word boundary (decided by the characters around it), or
+        else up to the pre-tokens ending well before the text seen so far (a pre-token depends
+        on at most a few characters after it: GPT-2's regex looks ahead one character and its
+        contractions are three long).
         """
         limit = len(text) - self._max_special_chars
         settled = 0  # text[:settled] is split into final special/plain segments
@@ -534,16 +608,17 @@ class Tokenizer:
                 ids.append(self.special_to_id[match.group()])
                 settled = match.end()
         plain_end = max(plain_end, settled)
+        space = text.rfind(" ", settled + 1, max(plain_end - 1, 0))  # (a negative end would count from the back)
+        while space > settled:
+            if not text[space - 1].isspace() and not text[space + 1].isspace():
+                self._encode_plain(text[settled:space], ids)
+                return ids, space
+            space = text.rfind(" ", settled + 1, space)
         stable_end = plain_end - 8
-        cache = self._cache
         for match in _PRETOKENIZE.finditer(text, settled, plain_end):
             if match.end() > stable_end:
                 break
-            word = match.group()
-            word_ids = cache.get(word)
-            if word_ids is None:
-                word_ids = cache[word] = self._bpe(word)
-            ids.extend(word_ids)
+            ids += self._encode_pretoken(match.group())
             settled = match.end()
         return ids, settled
 
