@@ -62,6 +62,15 @@ def check_long_enough(dataset: TokenArray, context_length: int, name: str = "dat
         )
 
 
+def check_token_ids(dataset: TokenArray, vocab_size: int, name: str = "dataset") -> None:
+    """Every id must index the embedding table; one pass over the file is cheap next to training on it."""
+    largest = int(dataset.max())
+    if largest >= vocab_size:
+        raise ValueError(f"{name} holds token id {largest}, out of range for vocab_size={vocab_size}")
+    if int(dataset.min()) < 0:
+        raise ValueError(f"{name} holds negative token ids")
+
+
 def sample_starts(
     num_tokens: int, batch_size: int, context_length: int, generator: np.random.Generator | None = None
 ) -> np.ndarray:

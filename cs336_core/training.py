@@ -41,7 +41,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from cs336_core.data import batch_at, check_long_enough, load_tokens, sample_starts, validation_batches
+from cs336_core.data import (
+    batch_at,
+    check_long_enough,
+    check_token_ids,
+    load_tokens,
+    sample_starts,
+    validation_batches,
+)
 from cs336_core.files import atomic_path, atomic_write_json, atomic_write_text
 from cs336_core.model import ModelConfig, TransformerLM
 from cs336_core.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
@@ -221,7 +228,7 @@ class TrainResult:
     steps: int
     tokens: int
     wall_seconds: float
-    tokens_per_second: float  # training throughput of this process (evaluation time excluded)
+    tokens_per_second: float  # tokens / time spent in optimizer steps (evaluation and checkpoints excluded)
     final_train_loss: float | None
     final_val_loss: float | None
     best_val_loss: float | None
@@ -412,6 +419,7 @@ class _Counters:
     """Trainer state saved in checkpoints beside model, optimizer and RNG."""
 
     wall_seconds: float = 0.0
+    train_seconds: float = 0.0  # optimizer steps only, evaluation and checkpoints excluded
     initial_loss: float | None = None
     last_train_loss: float | None = None
     last_val_loss: float | None = None
@@ -443,16 +451,18 @@ class _Run:
 
         self.train_tokens = load_tokens(config.train_path)
         check_long_enough(self.train_tokens, self.context_length, name=f"training set {config.train_path}")
+        check_token_ids(self.train_tokens, config.model.vocab_size, name=f"training set {config.train_path}")
         self.val_batches = []
         if config.valid_path is not None and process.is_main:
             val_tokens = load_tokens(config.valid_path)
+            check_token_ids(val_tokens, config.model.vocab_size, name=f"validation set {config.valid_path}")
             self.val_batches = validation_batches(
                 val_tokens, config.eval_batch_size, self.context_length, config.eval_batches, config.eval_seed, device
             )
 
-        if device.type == "cuda" and config.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = config.tf32
+            torch.backends.cudnn.allow_tf32 = config.tf32
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         random.seed(config.seed)
@@ -570,7 +580,7 @@ class _Run:
         config, files, is_main = self.config, self.files, self.process.is_main
         total_steps = config.steps
         self.session_start, self.wall_before = time.perf_counter(), self.counters.wall_seconds
-        start_step, train_seconds = self.step, 0.0
+        start_step = self.step
         window = _LogWindow()
         status, message = "completed", ""
         self.metrics_file = open(files.metrics, "a", encoding="utf-8") if is_main else None
@@ -586,7 +596,7 @@ class _Run:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - tick
-                train_seconds += elapsed
+                self.counters.train_seconds += elapsed
                 window.add(loss, elapsed)
                 if self.counters.initial_loss is None and divergence is None:
                     self.counters.initial_loss = loss
@@ -612,13 +622,13 @@ class _Run:
                 self.metrics_file.close()
 
         checkpoint = files.final if status == "completed" else files.latest
-        trained_tokens = (self.step - start_step) * config.tokens_per_step
+        train_seconds = self.counters.train_seconds
         result = TrainResult(
             status=status,
             steps=self.step,
             tokens=self.step * config.tokens_per_step,
             wall_seconds=self.wall_seconds(),
-            tokens_per_second=trained_tokens / train_seconds if train_seconds else 0.0,
+            tokens_per_second=self.step * config.tokens_per_step / train_seconds if train_seconds else 0.0,
             final_train_loss=self.counters.last_train_loss,
             final_val_loss=self.counters.last_val_loss if status == "completed" else None,
             best_val_loss=self.counters.best_val_loss,
@@ -724,7 +734,12 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     data: dict[str, Any] = {}
     config_path = args.pop("config", None)
     if config_path:
-        data = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        if not Path(config_path).is_file():
+            parser.error(f"config file not found: {config_path}")
+        try:
+            data = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            parser.error(f"config file {config_path} is not valid JSON: {error}")
     data["model"] = dict(data.get("model", {}))
     for key, value in args.items():
         if key.startswith("model."):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cs336_core.data import get_batch, load_tokens, validation_batches
+from cs336_core.data import check_token_ids, get_batch, load_tokens, validation_batches
 
 
 def test_get_batch_shapes_and_shift():
@@ -113,3 +113,11 @@ def test_validation_batches_fixed_by_seed():
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
     with pytest.raises(ValueError, match="validation set"):
         validation_batches(np.arange(10), 2, 16, num_batches=1)
+
+
+def test_check_token_ids_names_the_offending_id():
+    check_token_ids(np.arange(100, dtype=np.uint16), vocab_size=100)
+    with pytest.raises(ValueError, match="train.npy holds token id 100, out of range for vocab_size=100"):
+        check_token_ids(np.arange(101, dtype=np.uint16), vocab_size=100, name="train.npy")
+    with pytest.raises(ValueError, match="negative"):
+        check_token_ids(np.array([3, -1, 2]), vocab_size=100)

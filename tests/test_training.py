@@ -77,7 +77,7 @@ def final_params(run_dir) -> dict[str, torch.Tensor]:
 def assert_same_params(a: dict, b: dict):
     assert a.keys() == b.keys()
     for name in a:
-        assert torch.equal(a[name], b[name]), f"{name} differs"
+        assert torch.equal(a[name], b[name]), f"{name} differs by up to {(a[name] - b[name]).abs().max().item():.3g}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +139,19 @@ def test_cli_flags_override_config_file(tmp_path, token_files):
     assert config.betas == (0.8, 0.9) and config.batch_size == base.batch_size
     with pytest.raises(SystemExit):
         config_from_args(["--config", str(tmp_path / "cfg.json"), "--batch-size", "-3"])
+    with pytest.raises(SystemExit):
+        config_from_args(["--config", str(tmp_path / "missing.json")])
+
+
+def test_bad_inputs_fail_before_training(tmp_path, token_files):
+    with pytest.raises(ValueError, match="out of range for vocab_size=32"):
+        train(make_config(token_files, tmp_path / "run", model=ModelConfig(**{**TINY_MODEL, "vocab_size": 32})))
+    with pytest.raises(FileNotFoundError, match="nothing.npy"):
+        train(make_config((tmp_path / "nothing.npy", token_files[1]), tmp_path / "run"))
+    np.save(tmp_path / "short.npy", np.arange(10, dtype=np.uint16))
+    with pytest.raises(ValueError, match="training set .*short.npy has 10 tokens"):
+        train(make_config((tmp_path / "short.npy", token_files[1]), tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # nothing was written for a run that could not start
 
 
 def test_device_resolution():
