@@ -241,47 +241,55 @@ def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merg
                            progress: ProgressFn | None = None) -> Merges:
     """Run up to `num_merges` BPE merges over counted pre-tokens; extends `vocab` in place.
 
+    Consumes `word_counts` (emptied as the words are converted, to bound memory).
     Pair counts are updated only around each merged occurrence. The heap holds, for every live
     pair, an entry whose count is at least the true one: increases push a new entry, decreases
     push nothing, and a popped entry whose count is too high is pushed back with the true count.
     So the first popped entry that is exact is the most frequent pair (ties broken by the key).
+    Pairs are keyed by the int `left * stride + right` (a tuple would cost 64 bytes per pair).
     """
+    stride = len(vocab) + num_merges
     byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
     words: list[list[int]] = []
     counts: list[int] = []
-    for word, count in word_counts.items():
+    while word_counts:
+        word, count = word_counts.popitem()
         if len(word) >= 2:  # a single byte has no pair to merge
             words.append([byte_id[b] for b in word])
             counts.append(count)
 
-    pair_counts: dict[tuple[int, int], int] = collections.defaultdict(int)
-    pair_words: dict[tuple[int, int], set[int]] = collections.defaultdict(set)
+    pair_counts: dict[int, int] = collections.defaultdict(int)
+    pair_words: dict[int, list[int]] = collections.defaultdict(list)  # may hold stale or repeated indices
     for index, word in enumerate(words):
         count = counts[index]
-        for pair in zip(word, word[1:]):
-            pair_counts[pair] += count
-            pair_words[pair].add(index)
+        for a, b in zip(word, word[1:]):
+            pair_counts[a * stride + b] += count
+            pair_words[a * stride + b].append(index)
 
     order_key = {token_id: _reversed_order_key(token) for token_id, token in vocab.items()}
-    heap = [(-count, order_key[a], order_key[b], a, b) for (a, b), count in pair_counts.items()]
+    heap = [(-count, order_key[key // stride], order_key[key % stride], key) for key, count in pair_counts.items()]
     heapq.heapify(heap)
 
     merges: Merges = []
     while len(merges) < num_merges and heap:
-        negative_count, key_a, key_b, a, b = heapq.heappop(heap)
-        pair = (a, b)
-        count = pair_counts.get(pair, 0)
+        negative_count, key_a, key_b, key = heapq.heappop(heap)
+        count = pair_counts.get(key, 0)
         if count != -negative_count:
             if count > 0:  # the count went down since this entry was pushed
-                heapq.heappush(heap, (-count, key_a, key_b, a, b))
+                heapq.heappush(heap, (-count, key_a, key_b, key))
             continue
+        a, b = divmod(key, stride)
         new_id = len(vocab)
         vocab[new_id] = vocab[a] + vocab[b]
         order_key[new_id] = _reversed_order_key(vocab[new_id])
         merges.append((vocab[a], vocab[b]))
-        increased = _apply_merge(words, counts, pair_counts, pair_words, a, b, new_id)
-        for new_pair in increased:
-            heapq.heappush(heap, (-pair_counts[new_pair], order_key[new_pair[0]], order_key[new_pair[1]], *new_pair))
+        increased = _apply_merge(words, counts, pair_counts, pair_words, stride, a, b, new_id)
+        for new_key in increased:
+            heapq.heappush(heap, (-pair_counts[new_key], order_key[new_key // stride], order_key[new_key % stride], new_key))
+        if len(merges) % 1000 == 0:  # forget pairs that are gone, so memory tracks live pairs
+            for gone in [key for key, count in pair_counts.items() if count == 0]:
+                del pair_counts[gone]
+                pair_words.pop(gone, None)
         if progress is not None and len(merges) % 100 == 0:
             progress("merge", len(merges), num_merges)
     if progress is not None:  # finished, possibly early because no pair was left
@@ -289,14 +297,15 @@ def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merg
     return merges
 
 
-def _apply_merge(words: list[list[int]], counts: list[int], pair_counts: dict, pair_words: dict,
-                 a: int, b: int, new_id: int) -> set[tuple[int, int]]:
+def _apply_merge(words: list[list[int]], counts: list[int], pair_counts: dict[int, int],
+                 pair_words: dict[int, list[int]], stride: int, a: int, b: int, new_id: int) -> set[int]:
     """Merge (a, b) into `new_id` in every word holding it; update pair counts around each site.
 
-    Returns the pairs (all containing `new_id`) whose counts went up.
+    Returns the keys of the pairs (all containing `new_id`) whose counts went up.
     """
-    increased: set[tuple[int, int]] = set()
-    for index in pair_words.pop((a, b)):
+    increased: set[int] = set()
+    merged_key = a * stride + b
+    for index in set(pair_words.pop(merged_key)):
         word = words[index]  # merged in place, left to right
         count = counts[index]
         i = 0
@@ -308,22 +317,22 @@ def _apply_merge(words: list[list[int]], counts: list[int], pair_counts: dict, p
             if i + 1 == len(word) or word[i + 1] != b:
                 i += 1
                 continue
-            pair_counts[(a, b)] -= count
+            pair_counts[merged_key] -= count
             if i > 0:  # the left neighbour now pairs with the new token
                 left = word[i - 1]
-                pair_counts[(b if left == new_id else left, a)] -= count
-                new_pair = (left, new_id)
-                pair_counts[new_pair] += count
-                pair_words[new_pair].add(index)
-                increased.add(new_pair)
+                pair_counts[(b if left == new_id else left) * stride + a] -= count
+                new_key = left * stride + new_id
+                pair_counts[new_key] += count
+                pair_words[new_key].append(index)
+                increased.add(new_key)
             # The right neighbour, unless it starts the next occurrence (handled as its left).
             if i + 2 < len(word) and not (word[i + 2] == a and i + 3 < len(word) and word[i + 3] == b):
                 right = word[i + 2]
-                pair_counts[(b, right)] -= count
-                new_pair = (new_id, right)
-                pair_counts[new_pair] += count
-                pair_words[new_pair].add(index)
-                increased.add(new_pair)
+                pair_counts[b * stride + right] -= count
+                new_key = new_id * stride + right
+                pair_counts[new_key] += count
+                pair_words[new_key].append(index)
+                increased.add(new_key)
             word[i:i + 2] = [new_id]
             i += 1
     return increased
