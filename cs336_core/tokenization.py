@@ -43,6 +43,15 @@ from cs336_core.progress import ConsoleProgress, ProgressFn
 
 GPT2_PRETOKENIZE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _PRETOKENIZE = regex.compile(GPT2_PRETOKENIZE_PATTERN)
+# The same pattern restricted to ASCII text, where \p{L} is [A-Za-z], \p{N} is [0-9] and \s is
+# [ \t\n\v\f\r] (re.ASCII's \s, also `regex`'s ASCII whitespace): `re` runs it about twice as fast.
+_PRETOKENIZE_ASCII = re.compile(r"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+""", re.ASCII)
+
+
+def _pretokenize(text: str) -> list[str]:
+    """GPT-2 pre-tokens of `text` (`str.isascii` is O(1): CPython records it per string)."""
+    return (_PRETOKENIZE_ASCII if text.isascii() else _PRETOKENIZE).findall(text)
+
 # GPT-2's regex always starts a new pre-token at a single space between two non-space characters
 # (whatever run precedes it, letters, digits or punctuation, ends at the space). Text cut there
 # splits into "space words" that pre-tokenize independently and repeat a lot, and the cut is a
@@ -224,7 +233,7 @@ def _count_pretokens(job: tuple[int, bytes]) -> tuple[int, dict[bytes, int]]:
     # Special tokens land at odd indices of the split and take part in nothing.
     segments = special_re.split(text)[::2] if special_re is not None else [text]
     for segment in segments:
-        counts.update(_PRETOKENIZE.findall(segment))
+        counts.update(_pretokenize(segment))
     return len(chunk), {word.encode("utf-8"): count for word, count in counts.items()}
 
 
@@ -553,7 +562,7 @@ class Tokenizer:
 
     def _encode_space_word(self, text: str) -> list[int]:
         ids: list[int] = []
-        for pretoken in _PRETOKENIZE.findall(text):
+        for pretoken in _pretokenize(text):
             ids += self._encode_pretoken(pretoken)
         return ids
 

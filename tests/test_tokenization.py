@@ -56,6 +56,15 @@ def brute_force_train(text: str, vocab_size: int, special_tokens: list[str]):
     return vocab, merges
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80)
+       | st.lists(st.sampled_from(["a", "Z", "9", " ", "  ", "\n", "\t", "\x0b", "\x1c", "\x1f", "'", "'s", "'ll", "!", "_"]),
+                  max_size=40).map("".join))
+def test_ascii_fast_pretokenizer_equals_gpt2_regex(text):
+    assert tokenization._pretokenize(text) == regex.findall(GPT2_PRETOKENIZE_PATTERN, text)
+    assert tokenization._PRETOKENIZE_ASCII.findall(text) == regex.findall(GPT2_PRETOKENIZE_PATTERN, text)
+
+
 def test_handout_worked_example():
     # The handout's example splits on whitespace only; feed its pre-token counts to the merge loop.
     counts = {b"low": 5, b"lower": 2, b"widest": 3, b"newest": 6}
