@@ -683,9 +683,12 @@ def _normalise_prose(text: str, separator: str = ENDOFTEXT) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def _stdlib_documents() -> Iterator[str]:
-    for source in _stdlib_sources():
+def _stdlib_documents(sources: list[Path], progress: ProgressFn | None) -> Iterator[str]:
+    steps = len(sources) + 1  # every source file, then the pydoc topics
+    for done, source in enumerate(sources, start=1):
         yield from _docstrings(source)
+        if progress and done % 20 == 0:
+            progress("stdlib prose", done, steps)
     from pydoc_data.topics import topics  # a plain dict literal; importing it has no side effects
 
     for name in sorted(topics):
@@ -696,16 +699,17 @@ def stdlib_prose(out_path: PathLike, *, max_bytes: int | None = None, progress: 
     """Write the running Python's stdlib docstrings and pydoc topics as one document each.
 
     Tiny (fewer than 8 words) and duplicate documents are dropped; the order is deterministic for a
-    given Python installation. Stops before the document that would exceed `max_bytes`.
+    given Python installation. Stops before the document that would exceed `max_bytes`. Progress
+    counts source files read.
     """
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive or None, got {max_bytes}")
+    sources = _stdlib_sources()
     seen: set[bytes] = set()
     written = documents = 0
     preview = ""
-    sources_total = len(_stdlib_sources())
-    with atomic_path(out_path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for raw in _stdlib_documents():
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
+        for raw in _stdlib_documents(sources, progress):
             document = _normalise_prose(raw)
             if len(document.split()) < _MIN_WORDS:
                 continue
@@ -713,20 +717,17 @@ def stdlib_prose(out_path: PathLike, *, max_bytes: int | None = None, progress: 
             if digest in seen:
                 continue
             seen.add(digest)
-            record = _document_record(document)
-            size = len(record.encode("utf-8"))
-            if max_bytes is not None and written + size > max_bytes:
+            record = _document_record(document).encode("utf-8")
+            if max_bytes is not None and written + len(record) > max_bytes:
                 break
             f.write(record)
-            written += size
+            written += len(record)
             documents += 1
             preview = preview or document
-            if progress and documents % 1000 == 0:
-                progress("stdlib prose", written, max_bytes or 0)
     if progress:
-        progress("stdlib prose", written, max_bytes or written)
+        progress("stdlib prose", len(sources) + 1, len(sources) + 1)
     return {"path": str(out_path), "bytes": written, "documents": documents, "preview": _preview(preview),
-            "python": sys.version.split()[0], "source_files": sources_total}
+            "python": sys.version.split()[0], "source_files": len(sources)}
 
 
 # ---------------------------------------------------------------------------------------------

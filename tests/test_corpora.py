@@ -42,7 +42,9 @@ def _entropy(counts: collections.Counter) -> float:
 
 def test_generate_stories_is_deterministic_by_seed(tmp_path):
     a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
-    info = generate_stories(a, target_bytes=100_000, seed=3)
+    calls = []
+    info = generate_stories(a, target_bytes=100_000, seed=3, progress=lambda *args: calls.append(args))
+    assert calls[-1] == ("generate stories", 100_000, 100_000)
     generate_stories(b, target_bytes=100_000, seed=3)
     generate_stories(c, target_bytes=100_000, seed=4)
     assert a.read_bytes() == b.read_bytes()
@@ -156,7 +158,10 @@ def test_stdlib_prose_is_real_english(prose):
 def test_stdlib_prose_is_deterministic_and_respects_max_bytes(prose, tmp_path):
     path, info, _ = prose
     again = tmp_path / "again.txt"
-    stdlib_prose(again)
+    calls = []
+    stdlib_prose(again, progress=lambda *args: calls.append(args))
+    assert len(calls) > 10 and calls[-1][1] == calls[-1][2] == info["source_files"] + 1
+    assert [done for _, done, _ in calls] == sorted(done for _, done, _ in calls)
     assert again.read_bytes() == path.read_bytes()
     capped = tmp_path / "capped.txt"
     capped_info = stdlib_prose(capped, max_bytes=200_000)
