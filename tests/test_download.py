@@ -26,6 +26,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         server = self.server
         server.requests.append((self.path, self.headers.get("Range")))
+        if self.path.startswith("/redirect/"):  # like huggingface.co/.../resolve/... -> a CDN
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = server.files.get(self.path)
         if self.path in server.fail_once:
             self.send_error(server.fail_once.pop(self.path))
@@ -124,6 +130,13 @@ def test_a_dropped_connection_is_retried_within_one_call(server, tmp_path):
     dest = download(f"{server.url}/data.bin", tmp_path / "data.bin", expected_size=len(DATA), retries=2)
     assert dest.read_bytes() == DATA
     assert server.requests == [("/data.bin", None), ("/data.bin", "bytes=123456-")]
+
+
+def test_redirects_are_followed_with_the_range(server, tmp_path):
+    (tmp_path / "data.bin.partial").write_bytes(DATA[:5000])
+    download(f"{server.url}/redirect/data.bin", tmp_path / "data.bin", sha256=_sha(DATA))
+    assert server.requests == [("/redirect/data.bin", "bytes=5000-"), ("/data.bin", "bytes=5000-")]
+    assert (tmp_path / "data.bin").read_bytes() == DATA
 
 
 def test_server_errors_are_retried_but_client_errors_are_not(server, tmp_path):
