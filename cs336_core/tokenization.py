@@ -540,30 +540,36 @@ class Tokenizer:
         rank_of = self._merge_ranks.get
         merged_id_of_rank = self._merged_id_of_rank
         no_merge = len(merged_id_of_rank)
-        while len(ids) >= 2:
-            ranks = [rank_of(pair, no_merge) for pair in zip(ids, ids[1:])]
+        ranks = [rank_of(pair, no_merge) for pair in zip(ids, ids[1:])]  # ranks[i]: pair (ids[i], ids[i + 1])
+        while ranks:
             best = min(ranks)
             if best == no_merge:
                 break
-            i = ranks.index(best)  # ranks are unique per pair, so `best` marks this pair's occurrences
-            if ranks.count(best) == 1:
-                ids[i:i + 2] = [merged_id_of_rank[best]]
-            else:
-                ids = _merge_word(ids, ids[i], ids[i + 1], merged_id_of_rank[best])
-        return ids
-
-    def _encode_pretoken(self, pretoken: str) -> list[int]:
-        ids = self._pretoken_cache.get(pretoken)
-        if ids is None:
-            if len(self._pretoken_cache) >= self.CACHE_LIMIT:
-                self._pretoken_cache.clear()
-            ids = self._pretoken_cache[pretoken] = self._bpe(pretoken)
+            merged = merged_id_of_rank[best]
+            i = ranks.index(best)
+            if ranks.count(best) > 1:  # ranks are unique per pair: this pair occurs more than once
+                ids = _merge_word(ids, ids[i], ids[i + 1], merged)
+                ranks = [rank_of(pair, no_merge) for pair in zip(ids, ids[1:])]
+                continue
+            # One occurrence: only the ranks of its two neighbouring pairs change.
+            ids[i:i + 2] = [merged]
+            del ranks[i]
+            if i > 0:
+                ranks[i - 1] = rank_of((ids[i - 1], merged), no_merge)
+            if i < len(ranks):
+                ranks[i] = rank_of((merged, ids[i + 1]), no_merge)
         return ids
 
     def _encode_space_word(self, text: str) -> list[int]:
         ids: list[int] = []
+        cache = self._pretoken_cache
+        if len(cache) >= self.CACHE_LIMIT:
+            cache.clear()
         for pretoken in _pretokenize(text):
-            ids += self._encode_pretoken(pretoken)
+            pretoken_ids = cache.get(pretoken)
+            if pretoken_ids is None:
+                pretoken_ids = cache[pretoken] = self._bpe(pretoken)
+            ids += pretoken_ids
         return ids
 
     def _encode_plain(self, text: str, out: list[int]) -> None:
@@ -636,7 +642,7 @@ class Tokenizer:
         for match in _PRETOKENIZE.finditer(text, settled, plain_end):
             if match.end() > stable_end:
                 break
-            ids += self._encode_pretoken(match.group())
+            ids += self._encode_space_word(match.group())  # one pre-token is its own space word
             settled = match.end()
         return ids, settled
 
