@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -348,7 +348,6 @@ class _Process:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     owns_group: bool = False
 
     @property
@@ -363,7 +362,7 @@ class _Process:
         owns_group = not dist.is_initialized()
         if owns_group:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns_group)
+        return cls(dist.get_rank(), dist.get_world_size(), owns_group)
 
     def local_part(self, global_batch: np.ndarray) -> np.ndarray:
         """This rank's contiguous share of the global batch (the ranks' shares concatenate to it)."""
@@ -429,11 +428,12 @@ class _Counters:
 def train(config: TrainConfig, callback: MetricsCallback | None = None, progress: ProgressFn | None = None) -> TrainResult:
     """Train (or resume) the run described by `config`; see the module docstring for the files."""
     device = resolve_device(config.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
+        # One GPU per rank, chosen before NCCL starts so its communicator binds to that GPU.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     process = _Process.start(device)
     try:
-        if process.world_size > 1 and device.type == "cuda":
-            device = torch.device("cuda", process.local_rank)
-            torch.cuda.set_device(device)
         return _Run(config, device, process, callback, progress).run()
     finally:
         process.close()
@@ -707,9 +707,11 @@ def _flag_parser(annotation: str) -> Callable[[str], Any]:
 def _add_field_flag(parser, f: dataclasses.Field, dest: str, aliases: list[str] = ()) -> None:
     """`--field-name VALUE` for a dataclass field; a bool flag alone means true (`--compile`)."""
     is_bool = str(f.type) == "bool"
+    default = "required" if f.default is dataclasses.MISSING else f"default {f.default}"
     parser.add_argument("--" + f.name.replace("_", "-"), *aliases, dest=dest, type=_flag_parser(str(f.type)),
                         default=argparse.SUPPRESS, nargs="?" if is_bool else None,
-                        const=True if is_bool else None, metavar="BOOL" if is_bool else None)
+                        const=True if is_bool else None, metavar="BOOL" if is_bool else f.name.upper(),
+                        help=f"{f.type} ({default})")
 
 
 def build_parser() -> argparse.ArgumentParser:
