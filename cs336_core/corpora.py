@@ -988,3 +988,66 @@ def corpus_stats(path: PathLike, separator: str = ENDOFTEXT) -> dict:
         documents += 1
     return {"path": str(path), "bytes": Path(path).stat().st_size, "documents": documents,
             "preview": _preview(preview)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cs336_core.corpora stories|prose|download|split|stats|sample ...`"""
+    import argparse
+    import json
+
+    from cs336_core.progress import ConsoleProgress
+
+    parser = argparse.ArgumentParser(prog="python -m cs336_core.corpora", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    stories = commands.add_parser("stories", help="generate TinyStories-style stories")
+    stories.add_argument("out")
+    stories.add_argument("--bytes", type=float, default=10e6, help="target size in bytes (default 10e6)")
+    stories.add_argument("--seed", type=int, default=0)
+    prose = commands.add_parser("prose", help="extract this Python's stdlib docstrings and pydoc topics")
+    prose.add_argument("out")
+    prose.add_argument("--max-bytes", type=float, default=None)
+    fetch = commands.add_parser("download", help="resumable, verified download (e.g. a CORPUS_SOURCES URL)")
+    fetch.add_argument("url", help="a URL, or a name such as tinystories/train or owt/valid")
+    fetch.add_argument("out")
+    fetch.add_argument("--sha256")
+    split = commands.add_parser("split", help="split a corpus by document into train and valid files")
+    split.add_argument("src")
+    split.add_argument("train_out")
+    split.add_argument("valid_out")
+    split.add_argument("--valid-fraction", type=float, default=0.05)
+    split.add_argument("--seed", type=int, default=0)
+    stats = commands.add_parser("stats", help="bytes, documents and a preview")
+    stats.add_argument("path")
+    sample = commands.add_parser("sample", help="print n documents drawn uniformly")
+    sample.add_argument("path")
+    sample.add_argument("-n", type=int, default=3)
+    sample.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    progress = ConsoleProgress(unit="B")
+    if args.command == "stories":
+        result = generate_stories(args.out, target_bytes=int(args.bytes), seed=args.seed, progress=progress)
+    elif args.command == "prose":
+        max_bytes = int(args.max_bytes) if args.max_bytes else None
+        result = stdlib_prose(args.out, max_bytes=max_bytes, progress=ConsoleProgress(unit="file"))
+    elif args.command == "download":
+        corpus, _, split_name = args.url.partition("/")
+        url = CORPUS_SOURCES[corpus][split_name] if corpus in CORPUS_SOURCES and split_name else args.url
+        result = {"path": str(download(url, args.out, sha256=args.sha256, progress=progress))}
+    elif args.command == "split":
+        result = split_documents(args.src, args.train_out, args.valid_out, valid_fraction=args.valid_fraction,
+                                 seed=args.seed, progress=progress)
+    elif args.command == "stats":
+        result = corpus_stats(args.path)
+    else:
+        result = {"documents": sample_documents(args.path, n=args.n, seed=args.seed)}
+    progress.close()
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -251,3 +251,20 @@ def test_bpe_learns_words_from_the_stories(stories, tmp_path):
     tokenizer = Tokenizer(vocab, merges, [ENDOFTEXT])
     sample = "\n".join(sample_documents(stories, n=20, seed=0))
     assert len(sample.encode()) / len(tokenizer.encode(sample)) > 3.0  # bytes per token
+
+
+def test_command_line(tmp_path):
+    def run(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "cs336_core.corpora", *args], capture_output=True, text=True,
+                              timeout=60, check=True)
+        return json.loads(done.stdout)
+
+    made = run("stories", str(tmp_path / "s.txt"), "--bytes", "50e3", "--seed", "2")
+    assert made["bytes"] == (tmp_path / "s.txt").stat().st_size >= 50_000
+    assert run("stats", str(tmp_path / "s.txt"))["documents"] == made["documents"]
+    parts = run("split", str(tmp_path / "s.txt"), str(tmp_path / "t.txt"), str(tmp_path / "v.txt"))
+    assert parts["train_documents"] + parts["valid_documents"] == made["documents"]
+    assert run("sample", str(tmp_path / "s.txt"), "-n", "2")["documents"] == sample_documents(tmp_path / "s.txt", n=2)
+    bad = subprocess.run([sys.executable, "-m", "cs336_core.corpora", "stats", str(tmp_path / "nope.txt")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "nope.txt" in bad.stderr

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -187,3 +190,10 @@ def test_corpus_sources_are_the_handout_urls():
     assert CORPUS_SOURCES["owt"]["valid"] == \
         "https://huggingface.co/datasets/stanford-cs336/owt-sample/resolve/main/owt_valid.txt.gz"
     assert all(url.startswith("https://huggingface.co/") for urls in CORPUS_SOURCES.values() for url in urls.values())
+
+
+def test_command_line_download(server, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "cs336_core.corpora", "download", f"{server.url}/corpus.txt.gz",
+                           str(tmp_path / "corpus.txt")], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout)["path"] == str(tmp_path / "corpus.txt")
+    assert (tmp_path / "corpus.txt").read_bytes() == TEXT
