@@ -1,8 +1,8 @@
 """Corpora: two embedded corpora that need no network, the handout's downloads, and document tools.
 
 * `generate_stories`: simple children's stories in the TinyStories format, written by a procedural
-  generator (characters with pronouns, places, objects, feelings, weather, a dozen plot shapes with
-  dialogue and morals). Deterministic by seed, any size, streamed to disk.
+  generator (characters with pronouns, places, objects, feelings, weather, eighteen plot shapes
+  with dialogue and morals). Deterministic by seed, any size, streamed to disk.
 * `stdlib_prose`: real English prose extracted from the running Python's standard library
   (docstrings, read with `ast` so no module is imported, plus `pydoc_data.topics`), the offline
   stand-in for OpenWebText.
@@ -16,13 +16,11 @@ Nothing here imports torch or Dagster.
 from __future__ import annotations
 
 import ast
-import contextlib
 import gzip
 import hashlib
 import os
 import random
 import re
-import shutil
 import socket
 import sys
 import sysconfig
@@ -198,6 +196,20 @@ _TIMES = (
 )
 _PET_NAMES = "Spot Fluffy Buddy Coco Patch Pip Biscuit Peanut Sunny Bubbles Pepper Ziggy Noodle Snowball".split()
 _THENS = ("Then", "After that", "Soon", "After a while", "A moment later", "Later", "Next")
+_OPENINGS = (
+    "Once upon a time, there was a {hero_adj} {hero_kind} named {hero}.",
+    "Once upon a time, in a small town, there lived a {hero_adj} {hero_kind} called {hero}.",
+    "There was once a {hero_adj} {hero_kind} named {hero}. {He} lived near {place}.",
+    "{hero} was a {hero_adj} {hero_kind} who loved to {activity}.",
+    "Once there was a {hero_kind} named {hero}. {hero} was very {hero_adj}.",
+    "In a little house by {place}, there lived a {hero_kind} named {hero}.",
+)
+_HABITS = (
+    "{He} loved to {activity} every day.",
+    "{His} favorite thing was {his} {thing_adj} {thing}.",
+    "{He} liked {activity_ing} more than anything.",
+    "Every day, {he} went to {place} to {activity}.",
+)
 _GENERIC_MORALS = (
     "{hero} learned that it is good to help your friends.",
     "{hero} learned that kindness is the best gift of all.",
@@ -513,33 +525,18 @@ def _pronouns(subject: str) -> dict[str, str]:
     return {"he": subject, "him": him, "his": his, "himself": himself}
 
 
-def _character(rng: random.Random, avoid: set[str], *, animal: bool | None = None) -> dict[str, str]:
+def _character(rng: random.Random, avoid: set[str]) -> dict[str, str]:
     subject = rng.choice(("he", "she"))
     names = _BOY_NAMES if subject == "he" else _GIRL_NAMES
     name = rng.choice([n for n in names if n not in avoid])
-    if animal is None:
-        animal = rng.random() < 0.4
-    kind = rng.choice(_ANIMAL_KINDS) if animal else _PEOPLE_KINDS[subject]
+    kind = rng.choice(_ANIMAL_KINDS) if rng.random() < 0.4 else _PEOPLE_KINDS[subject]
     return {"name": name, "kind": kind, "adjective": rng.choice(_HERO_ADJECTIVES), **_pronouns(subject)}
 
 
-def _opening(rng: random.Random, slots: dict[str, str]) -> str:
-    templates = (
-        "Once upon a time, there was a {hero_adj} {hero_kind} named {hero}.",
-        "Once upon a time, in a small town, there lived a {hero_adj} {hero_kind} called {hero}.",
-        "There was once a {hero_adj} {hero_kind} named {hero}. {He} lived near {place}.",
-        "{hero} was a {hero_adj} {hero_kind} who loved to {activity}.",
-        "Once there was a {hero_kind} named {hero}. {hero} was very {hero_adj}.",
-        "In a little house by {place}, there lived a {hero_kind} named {hero}.",
-    )
-    sentences = [rng.choice(templates)]
+def _opening(rng: random.Random) -> str:
+    sentences = [rng.choice(_OPENINGS)]
     if rng.random() < 0.6:
-        sentences.append(rng.choice((
-            "{He} loved to {activity} every day.",
-            "{His} favorite thing was {his} {thing_adj} {thing}.",
-            "{He} liked {activity_ing} more than anything.",
-            "Every day, {he} went to {place} to {activity}.",
-        )))
+        sentences.append(rng.choice(_HABITS))
     if rng.random() < 0.5:
         sentences.append(rng.choice(_WEATHER))
     return " ".join(sentences)
@@ -588,7 +585,7 @@ def _fill(template: str, slots: dict[str, str]) -> str:
 def generate_story(rng: random.Random) -> str:
     """One story: an opening, a plot (beats of alternative sentences), and an ending or a moral."""
     slots = _story_slots(rng)
-    paragraphs = [_fill(_opening(rng, slots), slots)]
+    paragraphs = [_fill(_opening(rng), slots)]
     plot = rng.choice(_PLOT_NAMES)
     beats = _PLOTS[plot]
     sentences: list[str] = []

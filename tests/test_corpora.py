@@ -85,7 +85,7 @@ def test_stories_have_variety_worth_modelling(stories):
 def test_every_template_fills_with_agreeing_pronouns():
     rng = random.Random(0)
     templates = [t for beats in corpora._PLOTS.values() for beat in beats for t in beat]
-    templates += list(corpora._ENDINGS) + list(corpora._GENERIC_MORALS)
+    templates += [*corpora._OPENINGS, *corpora._HABITS, *corpora._ENDINGS, *corpora._GENERIC_MORALS]
     templates += [m for morals in corpora._PLOT_MORALS.values() for m in morals]
     assert len(templates) >= 100
     for subject, wrong in (("she", r"\b(he|him|his|himself)\b"), ("he", r"\b(she|her|herself)\b")):
