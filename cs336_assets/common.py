@@ -1,0 +1,122 @@
+"""Small glue shared by the asset modules: code versions, preset metadata, progress logging."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from dagster import MetadataValue
+
+from cs336_assets.presets import Preset
+from cs336_core.progress import ThrottledLog
+
+
+def code_version(core_modules: tuple[str, ...], config: Any) -> str:
+    """Hash of the cs336_core modules an asset calls plus the configuration it runs with.
+
+    Changing the tokenizer code, the model code or a preset knob therefore changes the version,
+    and Dagster marks the asset and everything downstream of it stale.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(core_modules):
+        spec = importlib.util.find_spec(f"cs336_core.{name}")
+        if spec is None or spec.origin is None:
+            raise ValueError(f"cs336_core.{name} not found: code_version needs its source file")
+        digest.update(Path(spec.origin).read_bytes())
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:12]
+
+
+def knobs_metadata(preset: Preset, **sections: Any) -> dict[str, Any]:
+    """The preset's name and every knob the asset used, for the asset's metadata panel."""
+    return {
+        "preset": MetadataValue.text(preset.name),
+        "knobs": MetadataValue.json(json.loads(json.dumps(sections, default=str))),
+    }
+
+
+def progress_logger(context, interval: float = 5.0) -> ThrottledLog:
+    """Percent + ETA lines in the run's log while a long core call runs."""
+    return ThrottledLog(context.log.info, interval=interval)
+
+
+def file_size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 1e6, 3)
+
+
+class PeakMemory:
+    """Peak resident memory of this process plus its children while the block runs (sampled).
+
+    Tokenizer training fans out to worker processes, so the process's own ru_maxrss would miss
+    them; a sampling thread sees the whole tree. `peak_extra_bytes` is the peak above the
+    memory in use when the block started (what the work itself needed).
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.baseline_bytes = 0
+        self.peak_bytes = 0
+        self._stop = None
+        self._thread = None
+
+    @property
+    def peak_extra_bytes(self) -> int:
+        return max(0, self.peak_bytes - self.baseline_bytes)
+
+    @staticmethod
+    def _tree_rss() -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass  # a worker that just exited
+        return total
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, self._tree_rss())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "PeakMemory":
+        self.baseline_bytes = self.peak_bytes = self._tree_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextlib.contextmanager
+def default_signal_handlers() -> Iterator[None]:
+    """Run a block with the default SIGTERM/SIGINT handlers, restoring Dagster's afterwards.
+
+    Core's tokenizer forks a multiprocessing pool and terminates it with SIGTERM on exit. Forked
+    workers inherit Dagster's interrupt handler, which raises inside a worker that may hold the
+    pool's queue lock, and the pool then deadlocks on shutdown. Workers forked inside this block
+    get the default handlers and simply exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,91 @@
+"""Loss-curve assets: per sweep/ablation a table file and a PNG (val loss vs steps and wall-clock)."""
+
+
+import json
+from pathlib import Path
+
+from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+
+from cs336_assets.common import code_version, knobs_metadata
+from cs336_assets.presets import ROLES, Preset
+from cs336_assets.resources import Workspace
+from cs336_assets.training import SWEEPS
+from cs336_core import reporting
+from cs336_core.files import atomic_write_text
+
+GROUP = "curves"
+SUMMARY_COLUMNS = ["variant", "status", "steps", "final_val_loss", "best_val_loss", "tokens_per_second",
+                   "wall_seconds"]
+
+
+def run_dirs_of(workspace: Workspace, name: str, keys: list[str]) -> dict[str, Path]:
+    """variant -> run directory, for the variants that have been trained (in partition order)."""
+    dirs = {key: workspace.run_dir(f"{name}/{key}") for key in keys}
+    return {key: d for key, d in dirs.items() if (d / "metrics.jsonl").exists()}
+
+
+def summary_rows(runs: dict[str, Path]) -> list[list]:
+    rows = []
+    for variant, run_dir in runs.items():
+        result_file = run_dir / "result.json"
+        result = json.loads(result_file.read_text()) if result_file.exists() else {"status": "incomplete"}
+        rows.append([variant] + [result.get(column) for column in SUMMARY_COLUMNS[1:]])
+    return rows
+
+
+def write_curves(workspace: Workspace, name: str, runs: dict[str, Path], title: str,
+                 target: float | None = None) -> dict:
+    """Table (CSV), PNG plot and summary Markdown of `runs` under <data>/curves/; returns metadata."""
+    if not runs:
+        raise FileNotFoundError(f"no trained runs for {name} under {workspace.path('runs')}; "
+                                "materialize the runs (every partition you want plotted) first")
+    out_dir = workspace.path("curves")
+    table = reporting.loss_curve_table({variant: run_dir / "metrics.jsonl" for variant, run_dir in runs.items()})
+    csv_path, png_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.png", out_dir / f"{name}.md"
+    atomic_write_text(csv_path, table.to_csv(index=False))
+    reporting.plot_loss_curves(table, png_path, title=title, target=target)
+    summary = reporting.markdown_table(SUMMARY_COLUMNS, summary_rows(runs))
+    atomic_write_text(md_path, f"## {title}\n\n{summary}\n\n![{title}]({png_path.name})\n")
+    return {
+        "variants": len(runs),
+        "summary": MetadataValue.md(summary),
+        "plot": MetadataValue.md(reporting.png_markdown(png_path, alt=title)),
+        "table_path": MetadataValue.path(str(csv_path)),
+        "plot_path": MetadataValue.path(str(png_path)),
+    }
+
+
+def _curves_asset(preset: Preset, name: str, run_asset: str, keys: list[str], title: str) -> AssetsDefinition:
+    @asset(
+        name=f"{name}_curves",
+        group_name=GROUP,
+        deps=[run_asset] if isinstance(run_asset, str) else run_asset,
+        kinds={"pandas"},
+        code_version=code_version(("reporting",), {"keys": keys}),
+        description=f"{title}: table of step, wall-clock, train and val loss per variant, and a PNG plot.",
+    )
+    def curves_asset(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
+        if name == "main_runs":
+            runs = {role: workspace.run_dir(f"{role}_main_run") for role in ROLES}
+            runs = {k: d for k, d in runs.items() if (d / "metrics.jsonl").exists()}
+        else:
+            runs = run_dirs_of(workspace, name, keys)
+        missing = sorted(set(keys) - set(runs))
+        if missing:
+            context.log.warning(f"{name}: no run yet for {missing}; plotting the {len(runs)} that exist")
+        metadata = write_curves(workspace, name, runs, title, target=workspace.get_preset().target_val_loss)
+        return MaterializeResult(metadata={**knobs_metadata(workspace.get_preset(), variants=list(runs)),
+                                           "missing_variants": str(missing), **metadata})
+
+    return curves_asset
+
+
+TITLES = {"lr_sweep": "Learning-rate sweep", "batch_size_sweep": "Batch-size sweep", "ablations": "Ablations"}
+
+
+def build(preset: Preset) -> list[AssetsDefinition]:
+    assets = [_curves_asset(preset, name, name, keys_of(preset), TITLES[name])
+              for name, (keys_of, _, _) in SWEEPS.items()]
+    assets.append(_curves_asset(preset, "main_runs", [f"{role}_main_run" for role in ROLES], list(ROLES),
+                                "Main runs"))
+    return assets

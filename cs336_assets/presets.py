@@ -1,0 +1,230 @@
+"""Named presets: every knob of the asset graph, as data, in one place.
+
+A preset fixes the corpora, tokenizer sizes, model shape, optimisation, sweep grids and sample
+settings. `demo` runs the whole graph on a 2-core CPU in minutes; `cpu` is the handout's
+low-resource configuration (40M tokens on TinyStories, target val loss <= 2.00); `h100` is the
+handout's full run (327,680,000 tokens, target <= 1.45); `test` is the tiny graph the tests use.
+
+The preset is chosen when the definitions load (env `CS336_PRESET`, default `demo`) because the
+sweep partitions come from it; the numbers can then be overridden per run through run config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+from cs336_core.model import ModelConfig
+
+PRESET_ENV = "CS336_PRESET"
+DEFAULT_PRESET = "demo"
+
+# The handout's data (section 2 / 7): TinyStories V2 and the OpenWebText sample.
+TINYSTORIES_TRAIN_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-train.txt"
+TINYSTORIES_VALID_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"
+OWT_TRAIN_URL = "https://huggingface.co/datasets/stanford-cs336/owt-sample/resolve/main/owt_train.txt.gz"
+OWT_VALID_URL = "https://huggingface.co/datasets/stanford-cs336/owt-sample/resolve/main/owt_valid.txt.gz"
+
+# The two corpus roles of the handout: a TinyStories-like one and an OpenWebText-like one.
+ROLES = ("stories", "web")
+ENDOFTEXT = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a corpus role's text comes from.
+
+    source: "generated_stories" (procedural, `target_bytes` of it), "stdlib_prose" (this Python's
+    docstrings and pydoc topics, capped at `target_bytes` if > 0), "download" (`train_url` and
+    `valid_url`) or "local" (`train_path`, and `valid_path` or a `valid_fraction` split).
+    """
+
+    source: str
+    target_bytes: int = 0
+    seed: int = 0
+    valid_fraction: float = 0.05
+    train_url: str = ""
+    valid_url: str = ""
+    train_path: str = ""
+    valid_path: str = ""
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    vocab_size: int
+    special_tokens: tuple[str, ...] = (ENDOFTEXT,)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Optimisation of one training run (the model shape lives in `Preset.model`)."""
+
+    batch_size: int
+    max_steps: int
+    lr_max: float
+    lr_min_ratio: float = 0.1
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 100
+    eval_batches: int = 10
+    log_interval: int = 10
+    checkpoint_interval: int = 500
+    device: str = "cpu"
+    seed: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.max_steps
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    learning_rates: tuple[float, ...]
+    batch_sizes: tuple[int, ...]
+    # Sweep runs may be shorter than the main run; the batch-size sweep keeps tokens constant.
+    max_steps: int
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    prompts: tuple[str, ...] = ("Once upon a time", "The little dog")
+    web_prompts: tuple[str, ...] = ("The", "In this")
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.9
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    corpora: dict[str, CorpusSpec]
+    tokenizers: dict[str, TokenizerSpec]
+    model: ModelConfig  # vocab_size is replaced by the role's tokenizer size
+    run: RunSpec
+    sweep: SweepSpec
+    samples: SampleSpec = field(default_factory=SampleSpec)
+    target_val_loss: float = 2.0  # on the stories role, the handout's bar for this budget
+    tokenizer_experiment_docs: int = 10
+    pile_bytes: int = 825 * 10**9
+
+    def model_for(self, role: str, **variant) -> ModelConfig:
+        return dataclasses.replace(self.model, vocab_size=self.tokenizers[role].vocab_size, **variant)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Ablation name -> the ModelConfig fields it changes (handout section 7.3). SiLU gets d_ff=None,
+# which ModelConfig resolves to 4*d_model so the parameter count roughly matches SwiGLU's.
+ABLATIONS: dict[str, dict] = {
+    "baseline": {},
+    "no_rmsnorm": {"norm": "none"},
+    "post_norm": {"norm": "post"},
+    "nope": {"position": "nope"},
+    "silu": {"ffn": "silu", "d_ff": None},
+}
+
+_HANDOUT_MODEL = ModelConfig(vocab_size=10_000, context_length=256, d_model=512, num_layers=4, num_heads=16,
+                             d_ff=1344, rope_theta=10_000.0)
+_DOWNLOADED = {
+    "stories": CorpusSpec("download", train_url=TINYSTORIES_TRAIN_URL, valid_url=TINYSTORIES_VALID_URL),
+    "web": CorpusSpec("download", train_url=OWT_TRAIN_URL, valid_url=OWT_VALID_URL),
+}
+_HANDOUT_TOKENIZERS = {"stories": TokenizerSpec(10_000), "web": TokenizerSpec(32_000)}
+
+PRESETS: dict[str, Preset] = {
+    "demo": Preset(
+        name="demo",
+        description="The whole graph on a 2-core CPU in minutes: embedded corpora, small vocabularies, "
+                    "a 2-layer d_model=96 model, a few hundred steps per run.",
+        corpora={
+            "stories": CorpusSpec("generated_stories", target_bytes=3_000_000, seed=0),
+            "web": CorpusSpec("stdlib_prose", target_bytes=3_000_000, seed=0),
+        },
+        tokenizers={"stories": TokenizerSpec(2_000), "web": TokenizerSpec(4_000)},
+        model=ModelConfig(vocab_size=2_000, context_length=64, d_model=96, num_layers=2, num_heads=4, d_ff=256),
+        run=RunSpec(batch_size=16, max_steps=300, lr_max=3e-3, eval_interval=50, eval_batches=8,
+                    log_interval=10, checkpoint_interval=100),
+        sweep=SweepSpec(learning_rates=(3e-4, 1e-3, 3e-3, 1e-2, 1e-1, 1.0), batch_sizes=(4, 16, 64), max_steps=150),
+        samples=SampleSpec(max_new_tokens=96),
+        target_val_loss=3.0,
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description="The handout's low-resource run: TinyStories and the OWT sample, the handout's 17M-parameter "
+                    "model, 32 x 256 x 4883 = 40M tokens; target val loss <= 2.00 on TinyStories.",
+        corpora=_DOWNLOADED,
+        tokenizers=_HANDOUT_TOKENIZERS,
+        model=_HANDOUT_MODEL,
+        run=RunSpec(batch_size=32, max_steps=4_883, lr_max=3e-3, eval_interval=250, eval_batches=20,
+                    log_interval=25, checkpoint_interval=500),
+        sweep=SweepSpec(learning_rates=(3e-4, 1e-3, 3e-3, 1e-2, 3e-2), batch_sizes=(8, 32, 64), max_steps=4_883),
+        target_val_loss=2.0,
+    ),
+    "h100": Preset(
+        name="h100",
+        description="The handout's full run on one H100: 128 x 256 x 10,000 = 327,680,000 tokens; "
+                    "target val loss <= 1.45 on TinyStories.",
+        corpora=_DOWNLOADED,
+        tokenizers=_HANDOUT_TOKENIZERS,
+        model=_HANDOUT_MODEL,
+        run=RunSpec(batch_size=128, max_steps=10_000, lr_max=3e-3, eval_interval=500, eval_batches=50,
+                    log_interval=50, checkpoint_interval=1_000, device="cuda"),
+        sweep=SweepSpec(learning_rates=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+                        batch_sizes=(1, 16, 64, 128, 256), max_steps=10_000),
+        target_val_loss=1.45,
+    ),
+    "test": Preset(
+        name="test",
+        description="Tiny settings for the test suite: ~200 KB corpora, vocab 300/400, ~20 steps.",
+        corpora={
+            "stories": CorpusSpec("generated_stories", target_bytes=200_000, seed=0, valid_fraction=0.1),
+            "web": CorpusSpec("stdlib_prose", target_bytes=200_000, seed=0, valid_fraction=0.1),
+        },
+        tokenizers={"stories": TokenizerSpec(300), "web": TokenizerSpec(400)},
+        model=ModelConfig(vocab_size=300, context_length=32, d_model=32, num_layers=1, num_heads=2, d_ff=64),
+        run=RunSpec(batch_size=8, max_steps=20, lr_max=3e-3, eval_interval=10, eval_batches=2,
+                    log_interval=5, checkpoint_interval=10),
+        sweep=SweepSpec(learning_rates=(1e-3, 1.0), batch_sizes=(4, 8), max_steps=10),
+        samples=SampleSpec(max_new_tokens=16),
+        target_val_loss=6.0,
+    ),
+}
+
+
+def preset_name_from_env() -> str:
+    return os.environ.get(PRESET_ENV, DEFAULT_PRESET)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} (e.g. {PRESET_ENV}=demo)") from None
+
+
+def lr_key(lr: float) -> str:
+    """Partition key of a learning rate, e.g. 0.003 -> "lr=3e-03" (parsed back by `parse_lr_key`)."""
+    return f"lr={lr:.0e}"
+
+
+def parse_lr_key(key: str) -> float:
+    if not key.startswith("lr="):
+        raise ValueError(f"learning-rate partition key must look like 'lr=3e-03', got {key!r}")
+    return float(key[3:])
+
+
+def batch_key(batch_size: int) -> str:
+    return f"bs={batch_size}"
+
+
+def parse_batch_key(key: str) -> int:
+    if not key.startswith("bs=") or not key[3:].isdigit():
+        raise ValueError(f"batch-size partition key must look like 'bs=32', got {key!r}")
+    return int(key[3:])

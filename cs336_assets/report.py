@@ -1,0 +1,166 @@
+"""The `report` asset: one Markdown writeup of the run, assembled from the materialized artifacts.
+
+It answers the handout's written questions with this run's own numbers (and says which preset
+produced them). Every figure is read back from files the upstream assets wrote under <data>/.
+"""
+
+import json
+from pathlib import Path
+
+from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+
+from cs336_assets.common import code_version, knobs_metadata
+from cs336_assets.curves import TITLES
+from cs336_assets.presets import ROLES, Preset
+from cs336_assets.resources import Workspace
+from cs336_assets.training import SWEEPS
+from cs336_core import reporting
+from cs336_core.data import load_tokens
+from cs336_core.files import atomic_write_text
+
+GROUP = "report"
+
+
+def _json(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: materialize the asset that writes it before the report")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _curve_section(workspace: Workspace, name: str, embed: bool) -> tuple[str, list[dict]]:
+    """The curve summary table and plot of `name`, plus the summary rows (from each run's result)."""
+    png = workspace.path("curves", f"{name}.png")
+    md = workspace.path("curves", f"{name}.md")
+    if not md.exists():
+        return f"_{name} curves not materialized._", []
+    results = []
+    runs_dir = workspace.path("runs", name)
+    for run_dir in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+        if (run_dir / "result.json").exists():
+            results.append({"variant": run_dir.name, **_json(run_dir / "result.json")})
+    table = md.read_text(encoding="utf-8").split("\n", 2)[2].split("\n\n![")[0]
+    image = reporting.png_markdown(png, alt=name) if embed else f"![{name}](../curves/{png.name})"
+    return f"{table}\n\n{image}", results
+
+
+def _best(results: list[dict]) -> dict | None:
+    done = [r for r in results if r.get("status") == "completed" and r.get("final_val_loss") is not None]
+    return min(done, key=lambda r: r["final_val_loss"]) if done else None
+
+
+def assemble_report(workspace: Workspace, embed_images: bool) -> str:
+    preset = workspace.get_preset()
+    sections: list[tuple[str, str]] = []
+    corpora = {role: _json(workspace.corpus_dir(role) / "stats.json") for role in ROLES}
+    tokenizers = {role: _json(workspace.tokenizer_dir(role) / "stats.json") for role in ROLES}
+    experiments = _json(workspace.path("experiments", "tokenizer_experiments.json"))
+    mains = {role: _json(workspace.run_dir(f"{role}_main_run") / "result.json") for role in ROLES}
+
+    sections.append(("Setup", (
+        f"Preset **{preset.name}**: {preset.description}\n\n"
+        + reporting.markdown_table([{
+            "corpus": role, "source": corpora[role]["source"],
+            "train_bytes": corpora[role]["train"]["bytes"], "train_documents": corpora[role]["train"]["documents"],
+            "valid_bytes": corpora[role]["valid"]["bytes"], "valid_documents": corpora[role]["valid"]["documents"],
+            "train_tokens": len(load_tokens(workspace.tokens_path(role, "train"))),
+            "valid_tokens": len(load_tokens(workspace.tokens_path(role, "valid"))),
+        } for role in ROLES])
+        + f"\n\nModel: `{json.dumps(preset.model.to_dict())}` (vocab size per corpus from its tokenizer); "
+          f"main runs: batch {preset.run.batch_size} x context {preset.model.context_length} x "
+          f"{preset.run.max_steps} steps, AdamW lr {preset.run.lr_max:g} with cosine decay.")))
+
+    tok_rows = [{"tokenizer": role, "vocab_size": t["vocab_size"], "training_seconds": t["training_seconds"],
+                 "peak_memory_MB": t["peak_memory_mb"], "train_bytes": t["train_bytes"],
+                 "longest_token": f"`{t['longest_tokens'][0]['token']}`",
+                 "longest_bytes": t["longest_tokens"][0]["bytes"]} for role, t in tokenizers.items()]
+    stories_longest = ", ".join(f"`{t['token']}`" for t in tokenizers["stories"]["longest_tokens"][:5])
+    web_longest = ", ".join(f"`{t['token']}`" for t in tokenizers["web"]["longest_tokens"][:5])
+    sections.append(("BPE training (train_bpe_tinystories, train_bpe_expts_owt)", (
+        reporting.markdown_table(tok_rows)
+        + f"\n\nThe stories tokenizer trained in {tokenizers['stories']['training_seconds']} s on "
+          f"{tokenizers['stories']['train_bytes']:,} bytes and needed at most {tokenizers['stories']['peak_memory_mb']} MB "
+          f"beyond the process's baseline (workers included). Its longest tokens are {stories_longest}; the "
+          f"web-like tokenizer's are {web_longest} (␣ marks a space). Long tokens are words or word runs that "
+          f"occur often enough in their corpus to earn a merge each, so the stories tokenizer's reflect the "
+          f"repetitive vocabulary of simple stories and the web-like one's the technical prose it was trained on.")))
+
+    by_case = {(r["tokenizer"].split()[0], r["text"]): r for r in experiments}
+    throughput = {role: by_case[(role, role)] for role in ROLES}
+    sections.append(("Tokenizer experiments (tokenizer_experiments)", (
+        reporting.markdown_table(experiments)
+        + f"\n\n(a) On {by_case[('stories', 'stories')]['documents']} sampled documents the stories tokenizer "
+          f"compresses stories to {by_case[('stories', 'stories')]['bytes_per_token']} bytes/token and the web "
+          f"tokenizer compresses web text to {by_case[('web', 'web')]['bytes_per_token']} bytes/token.\n"
+          f"(b) Cross case: the stories tokenizer on web text gets {by_case[('stories', 'web')]['bytes_per_token']} "
+          f"bytes/token (vs {by_case[('web', 'web')]['bytes_per_token']} with the web tokenizer): its merges fit "
+          f"the simple story vocabulary, so other text splits into more, shorter pieces.\n"
+          f"(c) Throughput: {throughput['stories']['throughput_mb_per_s']} MB/s (stories) and "
+          f"{throughput['web']['throughput_mb_per_s']} MB/s (web) in one process, so the 825 GB Pile would take "
+          f"about {throughput['web']['pile_825gb_hours']:,} hours single-process (divide by the worker count "
+          f"for `encode_file`'s parallel encoding).\n"
+          f"(d) Token ids are stored as uint16: every vocabulary here has fewer than 65,536 entries, so 2 bytes "
+          f"per token suffice and halve the size of int32.")))
+
+    accounting_md = workspace.path("accounting", "accounting.md")
+    sections.append(("Resource accounting (transformer_accounting, adamwAccounting)",
+                     accounting_md.read_text(encoding="utf-8") if accounting_md.exists() else "_not materialized_"))
+
+    main_table, _ = _curve_section(workspace, "main_runs", embed_images)
+    stories = mains["stories"]
+    verdict = ("meets" if stories.get("final_val_loss") is not None
+               and stories["final_val_loss"] <= preset.target_val_loss else "misses")
+    sections.append(("Main runs (main_experiment)", (
+        reporting.markdown_table([{"corpus": role, **{k: r.get(k) for k in (
+            "status", "steps", "tokens", "final_val_loss", "best_val_loss", "tokens_per_second", "wall_seconds")}}
+            for role, r in mains.items()])
+        + f"\n\nThe stories model reaches validation loss {_fmt(stories.get('final_val_loss'))}, which "
+          f"{verdict} this preset's target of {preset.target_val_loss}. The web-like corpus is harder at the "
+          f"same budget: {_fmt(mains['web'].get('final_val_loss'))} (different tokenizers, so per-token losses "
+          f"are not directly comparable).\n\n{main_table}")))
+
+    for name, question in (("lr_sweep", "learning_rate"), ("batch_size_sweep", "batch_size_experiment"),
+                           ("ablations", "layer_norm_ablation, pre_norm_ablation, no_pos_emb, swiglu_ablation")):
+        body, results = _curve_section(workspace, name, embed_images)
+        best = _best(results)
+        diverged = [r["variant"] for r in results if r.get("status") == "diverged"]
+        summary = (f"Best: **{best['variant']}** with validation loss {_fmt(best['final_val_loss'])}. "
+                   if best else "No completed run yet. ")
+        summary += (f"Diverged: {', '.join(diverged)}." if diverged else "No run diverged.")
+        if name == "ablations":
+            base = next((r for r in results if r["variant"] == "baseline"), None)
+            if base and base.get("final_val_loss") is not None:
+                deltas = ", ".join(f"{r['variant']} {r['final_val_loss'] - base['final_val_loss']:+.3f}"
+                                   for r in results if r["variant"] != "baseline" and r.get("final_val_loss") is not None)
+                summary += f" Change in final validation loss against the baseline: {deltas}."
+        sections.append((f"{TITLES[name]} ({question})", f"{summary}\n\n{body}"))
+
+    samples_md = workspace.path("samples", "samples.md")
+    sections.append(("Generated text (generate)",
+                     samples_md.read_text(encoding="utf-8") if samples_md.exists() else "_not materialized_"))
+    return reporting.render_report(sections, title=f"CS336 assignment 1: results of the `{preset.name}` preset")
+
+
+def build(preset: Preset) -> list[AssetsDefinition]:
+    @asset(
+        name="report",
+        group_name=GROUP,
+        deps=["tokenizer_experiments", "accounting_tables", "samples", "main_runs_curves"]
+        + [f"{name}_curves" for name in SWEEPS],
+        kinds={"markdown"},
+        code_version=code_version(("reporting",), {"preset": preset.name}),
+        description="The writeup: the handout's questions answered with this run's numbers, curves and samples.",
+    )
+    def report(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
+        out = workspace.path("report", "report.md")
+        atomic_write_text(out, assemble_report(workspace, embed_images=False))
+        return MaterializeResult(metadata={
+            **knobs_metadata(workspace.get_preset(), all_knobs=workspace.get_preset().to_dict()),
+            "report": MetadataValue.md(assemble_report(workspace, embed_images=True)),
+            "path": MetadataValue.path(str(out)),
+        })
+
+    return [report]

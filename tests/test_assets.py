@@ -1,0 +1,163 @@
+"""The whole asset graph materialized in-process on the tiny `test` preset, read back from disk."""
+
+import json
+
+import numpy as np
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from cs336_assets.definitions import build_defs
+from cs336_assets.presets import ABLATIONS, get_preset, parse_batch_key
+from cs336_core.tokenization import Tokenizer
+
+PRESET = get_preset("test")
+
+
+def materializations(results) -> dict[tuple[str, str | None], dict]:
+    """(asset key, partition) -> metadata values of every materialization in `results`."""
+    found = {}
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            m = event.materialization
+            found[(m.asset_key.to_user_string(), m.partition)] = {k: v.value for k, v in m.metadata.items()}
+    return found
+
+
+def test_every_asset_and_partition_materializes_with_preset_metadata(tiny_graph):
+    defs, results, _ = tiny_graph
+    assert all(result.success for result in results)
+    found = materializations(results)
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        partitions = graph.get(key).partitions_def
+        for partition in partitions.get_partition_keys() if partitions else [None]:
+            metadata = found[(key.to_user_string(), partition)]
+            assert metadata["preset"] == "test", key
+            assert metadata["knobs"], key
+
+
+def test_every_asset_check_ran_and_passed(tiny_graph):
+    _, results, _ = tiny_graph
+    evaluations = [e for result in results for e in result.get_asset_check_evaluations()]
+    names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
+    assert {("stories_tokenizer", "vocab_size"), ("web_tokenizer", "merges_reproducible"),
+            ("stories_tokens", "ids_below_vocab_size"), ("stories_main_run", "val_loss_at_target"),
+            ("lr_sweep", "no_nan_in_metrics"), ("ablations", "no_nan_in_metrics")} <= names
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed]
+    assert not failed
+
+
+def test_corpora_tokenizers_and_token_files_agree(tiny_graph):
+    _, results, data = tiny_graph
+    found = materializations(results)
+    for role in ("stories", "web"):
+        train = (data / "corpora" / role / "train.txt").read_text(encoding="utf-8")
+        valid = (data / "corpora" / role / "valid.txt").read_text(encoding="utf-8")
+        assert found[(f"{role}_corpus", None)]["train_bytes"] == len(train.encode("utf-8"))
+        assert 0 < len(valid) < len(train)
+        tokenizer = Tokenizer.from_files(data / "tokenizers" / role / "vocab.json",
+                                         data / "tokenizers" / role / "merges.txt", ["<|endoftext|>"])
+        assert len(tokenizer.vocab) == PRESET.tokenizers[role].vocab_size
+        ids = np.load(data / "tokens" / role / role / "valid.npy", mmap_mode="r")
+        assert ids.dtype == np.uint16
+        assert found[(f"{role}_tokens", None)]["valid_tokens"] == len(ids)
+        # The token file is this corpus encoded by this tokenizer: its head decodes to the text's head.
+        head = tokenizer.decode(ids[:300].tolist())
+        assert valid.startswith(head) and len(head) > 100
+
+
+def test_tokenizer_experiments_table_has_cross_case(tiny_graph):
+    _, results, data = tiny_graph
+    rows = json.loads((data / "experiments" / "tokenizer_experiments.json").read_text())
+    cases = {(row["tokenizer"].split()[0], row["text"]) for row in rows}
+    assert cases == {("stories", "stories"), ("stories", "web"), ("web", "stories"), ("web", "web")}
+    for row in rows:
+        assert row["bytes_per_token"] == pytest.approx(row["bytes"] / row["tokens"], abs=1e-3)
+        assert row["pile_825gb_hours"] == pytest.approx(825e9 / (row["throughput_mb_per_s"] * 1e6) / 3600, rel=0.01)
+    assert materializations(results)[("tokenizer_experiments", None)]["stories_on_web_bytes_per_token"] > 0
+
+
+def test_training_runs_sweeps_and_ablations(tiny_graph):
+    _, results, data = tiny_graph
+    found = materializations(results)
+    main = json.loads((data / "runs" / "stories_main_run" / "result.json").read_text())
+    assert main["status"] == "completed" and main["steps"] == PRESET.run.max_steps
+    assert found[("stories_main_run", None)]["final_val_loss"] == pytest.approx(main["final_val_loss"], abs=1e-4)
+    assert (data / "runs" / "stories_main_run" / "ckpt" / "final.pt").exists()
+    tokens_seen = set()
+    for key in [f"bs={bs}" for bs in PRESET.sweep.batch_sizes]:
+        result = json.loads((data / "runs" / "batch_size_sweep" / key / "result.json").read_text())
+        tokens_seen.add(result["steps"] * parse_batch_key(key))
+    assert len(tokens_seen) == 1, "the batch-size sweep keeps the token budget constant"
+    for name in ABLATIONS:
+        config = json.loads((data / "runs" / "ablations" / name / "config.json").read_text())
+        for field, value in ABLATIONS[name].items():
+            assert config["model"][field] == value
+        assert found[("ablations", name)]["status"] in ("completed", "diverged")
+
+
+def test_curves_table_png_and_markdown(tiny_graph):
+    import pandas as pd
+
+    _, results, data = tiny_graph
+    found = materializations(results)
+    table = pd.read_csv(data / "curves" / "ablations.csv")
+    assert set(table["variant"]) == set(ABLATIONS)
+    assert {"step", "wall_seconds", "train_loss", "val_loss"} <= set(table.columns)
+    assert (data / "curves" / "lr_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert found[("lr_sweep_curves", None)]["plot"].startswith("![")
+    assert "data:image/png;base64," in found[("lr_sweep_curves", None)]["plot"]
+
+
+def test_report_uses_this_runs_numbers(tiny_graph):
+    _, results, data = tiny_graph
+    report = (data / "report" / "report.md").read_text(encoding="utf-8")
+    assert "`test` preset" in report
+    main = json.loads((data / "runs" / "stories_main_run" / "result.json").read_text())
+    assert f"{main['final_val_loss']:.3f}" in report
+    stats = json.loads((data / "tokenizers" / "web" / "stats.json").read_text())
+    assert stats["longest_tokens"][0]["token"] in report
+    for heading in ("Tokenizer experiments", "Resource accounting", "Learning-rate sweep", "Ablations",
+                    "Generated text"):
+        assert f"## {heading}" in report
+    samples = json.loads((data / "samples" / "samples.json").read_text())
+    assert samples and all(s["completion"] in report.replace("\n> ", "\n") for s in samples if s["completion"].strip())
+    assert "data:image/png;base64," in materializations(results)[("report", None)]["report"]
+
+
+def test_code_version_follows_code_and_config():
+    def versions(preset):
+        graph = build_defs(preset).resolve_asset_graph()
+        return {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+
+    test_a, test_b, demo = versions("test"), versions("test"), versions("demo")
+    assert test_a == test_b
+    assert test_a["stories_tokenizer"] != demo["stories_tokenizer"]
+    assert test_a["stories_corpus"] != demo["stories_corpus"]
+    assert all(test_a.values())
+
+
+def test_rerun_archives_the_finished_run(tiny_graph, tmp_path):
+    defs, _, data = tiny_graph
+    before = (data / "runs" / "web_main_run" / "result.json").read_text()
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                             selection=["web_main_run"],
+                             run_config={"ops": {"web_main_run": {"config": {"max_steps": 4}}}})
+    assert result.success
+    assert json.loads((data / "runs" / "web_main_run" / "result.json").read_text())["steps"] == 4
+    archived = [p for p in (data / "runs" / "_archive").iterdir() if p.name.startswith("web_main_run-")]
+    assert any((p / "result.json").read_text() == before for p in archived)
+
+
+def test_missing_local_corpus_is_a_clear_error(tmp_path):
+    defs = build_defs("test", tmp_path)
+    missing = tmp_path / "nope.txt"
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                             selection=["stories_corpus"], raise_on_error=False,
+                             run_config={"ops": {"stories_corpus": {"config": {"local_train_path": str(missing)}}}})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"corpus file not found: {missing}" in failure.event_specific_data.error.to_string()
+    assert not (tmp_path / "corpora" / "stories" / "train.txt").exists()
