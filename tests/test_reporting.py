@@ -122,6 +122,10 @@ def test_plot_options_change_the_picture(runs, tmp_path):
     assert len({plain.read_bytes(), logged.read_bytes(), train.read_bytes()}) == 3
     empty = plot_loss_curves(loss_curve_table({}), tmp_path / "empty.png", title="nothing yet")
     assert empty.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "just_started.jsonl").write_text("")  # a run that has not logged a step yet
+    started = loss_curve_table({"new": tmp_path / "just_started.jsonl"})
+    assert len(started) == 0 and list(started.columns) == list(table.columns)
+    assert plot_loss_curves(started, tmp_path / "started.png", title="t").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_png_markdown_embeds_the_file(tmp_path, runs):
