@@ -268,3 +268,9 @@ def test_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cs336_core.corpora", "stats", str(tmp_path / "nope.txt")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "nope.txt" in bad.stderr
+
+
+def test_importing_corpora_pulls_in_neither_torch_nor_dagster():
+    code = "import sys, cs336_core.corpora; print(sorted(m for m in ('torch', 'dagster', 'pandas') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

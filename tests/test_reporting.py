@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +194,9 @@ def test_render_report_keeps_section_order():
     assert text == ("# CS336 assignment 1\n\n## Tokenizers\n\nlongest token: ␣accomplishment\n\n"
                     "## Training\n\nval loss 1.9\n")
     assert render_report([("B", "2"), ("A", "1")]).index("## B") < render_report([("B", "2"), ("A", "1")]).index("## A")
+
+
+def test_importing_reporting_pulls_in_neither_torch_nor_dagster():
+    code = "import sys, cs336_core.reporting; print(sorted(m for m in ('torch', 'dagster') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
