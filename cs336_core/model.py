@@ -82,6 +82,32 @@ class Embedding(nn.Module):
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
 
 
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+class _RMSNorm(torch.autograd.Function):
+    """y = x / rms(x) * w in float32; backward dx = r * (g w - x_hat * mean(g w x_hat)), r = 1 / rms."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        x32 = x.to(_at_least_float32(x.dtype))
+        inv_rms = torch.rsqrt(x32.square().mean(dim=-1, keepdim=True).add_(eps))
+        ctx.save_for_backward(x, weight, inv_rms)
+        return (x32 * inv_rms).mul_(weight).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight, inv_rms = ctx.saved_tensors
+        grad32 = grad.to(inv_rms.dtype)
+        x_hat = x.to(inv_rms.dtype) * inv_rms
+        grad_weight = (grad32 * x_hat).reshape(-1, x.shape[-1]).sum(dim=0)
+        grad_w = grad32 * weight
+        dot = (grad_w * x_hat).mean(dim=-1, keepdim=True)
+        grad_x = grad_w.sub_(x_hat.mul_(dot)).mul_(inv_rms)
+        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
+
+
 class RMSNorm(nn.Module):
     """x / RMS(x) * g, computed in float32 so bf16/fp16 inputs do not overflow the square."""
 
@@ -91,29 +117,30 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        in_dtype = x.dtype
-        x = x.to(torch.float32)
-        inv_rms = torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (x * inv_rms * self.weight).to(in_dtype)
+        return _RMSNorm.apply(x, self.weight, self.eps)
 
 
-# silu, softmax and RoPE have hand-written backward passes: autograd would otherwise save and
+# RMSNorm, silu, softmax and RoPE have hand-written backward passes: autograd would otherwise save and
 # revisit every intermediate (sigmoid, the max, exp, the sum, the quotient), and these run on the
 # largest activations of the model (T x T attention scores, d_ff-wide FFN hidden states).
+
+
+def _silu_derivative(x: Tensor) -> Tensor:
+    """d/dx x*s(x) = s + x*s*(1-s) = s * (1 + x*(1-s)), with s = sigmoid(x)."""
+    s = torch.sigmoid(x)
+    return (1 - s).mul_(x).add_(1).mul_(s)
 
 
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
-        return x * torch.sigmoid(x)
+        return torch.sigmoid(x).mul_(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        # d/dx x*s(x) = s + x*s*(1-s) = s * (1 + x*(1-s))
-        return grad * s * (1 + x * (1 - s))
+        return _silu_derivative(x).mul_(grad)
 
 
 def silu(x: Tensor) -> Tensor:
@@ -121,14 +148,40 @@ def silu(x: Tensor) -> Tensor:
     return _SiLU.apply(x)
 
 
+class _SiLUGate(torch.autograd.Function):
+    """silu(a) * b, SwiGLU's gate, as one operation that keeps only a and b for backward."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return torch.sigmoid(a).mul_(a).mul_(b)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, b = ctx.saved_tensors
+        grad_a = _silu_derivative(a).mul_(b).mul_(grad)
+        grad_b = torch.sigmoid(a).mul_(a).mul_(grad)
+        return grad_a, grad_b
+
+
+def _softmax_(x: Tensor, dim: int) -> Tensor:
+    """Softmax of a freshly computed tensor, overwriting it (saves two allocations per call)."""
+    x -= x.amax(dim=dim, keepdim=True)
+    x.exp_()
+    x /= x.sum(dim=dim, keepdim=True)
+    return x
+
+
+def _softmax_backward_(grad: Tensor, probs: Tensor, dim: int) -> Tensor:
+    """dL/dx = y * (g - sum(g * y)), overwriting the fresh tensor `grad`."""
+    grad *= probs
+    return grad.addcmul_(probs, grad.sum(dim=dim, keepdim=True), value=-1)
+
+
 class _Softmax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int, mask: Tensor | None) -> Tensor:
-        # Masked entries become -inf before the max, so they neither win the max nor get probability.
-        shifted = x.clone() if mask is None else torch.where(mask, x, float("-inf"))
-        shifted -= shifted.amax(dim=dim, keepdim=True)
-        probs = shifted.exp_()
-        probs /= probs.sum(dim=dim, keepdim=True)
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        probs = _softmax_(x - x.amax(dim=dim, keepdim=True), dim)
         ctx.dim = dim
         ctx.save_for_backward(probs)
         return probs
@@ -136,15 +189,12 @@ class _Softmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (probs,) = ctx.saved_tensors
-        # dL/dx = y * (g - sum(g * y)); masked entries have y = 0 and so get no gradient.
-        grad_in = grad * probs
-        grad_in.addcmul_(probs, grad_in.sum(dim=ctx.dim, keepdim=True), value=-1)
-        return grad_in, None, None
+        return _softmax_backward_(grad.clone(), probs, ctx.dim), None
 
 
 def softmax(x: Tensor, dim: int) -> Tensor:
     """exp(x - max) / sum(exp(x - max)); subtracting the max keeps exp from overflowing."""
-    return _Softmax.apply(x, dim, None)
+    return _Softmax.apply(x, dim)
 
 
 class SwiGLU(nn.Module):
@@ -157,7 +207,7 @@ class SwiGLU(nn.Module):
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(silu(self.w1(x)) * self.w3(x))
+        return self.w2(_SiLUGate.apply(self.w1(x), self.w3(x)))
 
 
 class SiLUFeedForward(nn.Module):
@@ -194,8 +244,13 @@ class RotaryPositionalEmbedding(nn.Module):
 
 
 def _rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """(x[2k], x[2k+1]) -> (x[2k] cos - x[2k+1] sin, x[2k] sin + x[2k+1] cos), written in place of a stack."""
     x_even, x_odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
+    out = torch.empty(torch.broadcast_shapes(x.shape, (*cos.shape[:-1], x.shape[-1])), dtype=x.dtype, device=x.device)
+    out_even, out_odd = out[..., 0::2], out[..., 1::2]
+    torch.mul(x_even, cos, out=out_even).addcmul_(x_odd, sin, value=-1)
+    torch.mul(x_even, sin, out=out_odd).addcmul_(x_odd, cos)
+    return out
 
 
 class _Rotate(torch.autograd.Function):
@@ -212,11 +267,52 @@ class _Rotate(torch.autograd.Function):
         return _rotate_pairs(grad, cos, -sin), None, None
 
 
+class _Attention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d_k) + bias) v for 3-D (batch, seq, d_k) tensors, with backward by hand.
+
+    The T x T score matrix is the largest activation in the model; here it is written once by
+    baddbmm (which also applies the scale and the additive -inf mask), turned into probabilities in
+    place, and is the only T x T tensor kept for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        scale = q.shape[-1] ** -0.5
+        probs = _softmax_(torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale), dim=-1)
+        ctx.scale = scale
+        ctx.save_for_backward(q, k, v, probs)
+        return torch.bmm(probs, v)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, k, v, probs = ctx.saved_tensors
+        grad_v = torch.bmm(probs.transpose(1, 2), grad_out)
+        grad_scores = _softmax_backward_(torch.bmm(grad_out, v.transpose(1, 2)), probs, dim=-1)
+        grad_q = torch.bmm(grad_scores, k).mul_(ctx.scale)
+        grad_k = torch.bmm(grad_scores.transpose(1, 2), q).mul_(ctx.scale)
+        return grad_q, grad_k, grad_v, None
+
+
+def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Boolean mask (True = attend) -> additive bias (0 or -inf)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def _attention(Q: Tensor, K: Tensor, V: Tensor, bias: Tensor | None) -> Tensor:
+    """Flatten any batch dims to one, run _Attention, restore them; bias broadcasts like a mask."""
+    batch_shape, (q_len, k_len) = Q.shape[:-2], (Q.shape[-2], K.shape[-2])
+    if bias is None:
+        bias = Q.new_zeros(())
+    elif bias.dim() > 2:  # per-batch masks: materialise them for every batch entry
+        bias = bias.expand(*batch_shape, q_len, k_len).reshape(-1, q_len, k_len)
+    out = _Attention.apply(Q.reshape(-1, q_len, Q.shape[-1]), K.reshape(-1, k_len, K.shape[-1]),
+                           V.reshape(-1, k_len, V.shape[-1]), bias)
+    return out.view(*batch_shape, q_len, V.shape[-1])
+
+
 def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
     """softmax(Q K^T / sqrt(d_k)) V over any batch dims; mask is boolean with True = may attend."""
-    # Scaling Q (T x d_k) is cheaper than scaling the T x T scores.
-    scores = (Q * (1.0 / math.sqrt(Q.shape[-1]))) @ K.transpose(-2, -1)
-    return _Softmax.apply(scores, -1, mask) @ V
+    return _attention(Q, K, V, None if mask is None else _mask_to_bias(mask, Q.dtype))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,13 +394,16 @@ class MultiHeadSelfAttention(nn.Module):
                 raise ValueError("RoPE (theta given) needs max_seq_len")
             self.rope = RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device)
         self._causal_mask: Tensor | None = None  # grown on demand, sliced per call
+        self._causal_bias: Tensor | None = None  # the same as 0 / -inf for the from-scratch path
 
-    def _causal(self, offset: int, length: int, device: torch.device) -> Tensor:
-        """Rows offset..offset+length of a lower-triangular mask, columns 0..offset+length."""
+    def _causal(self, offset: int, length: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows offset..offset+length of a lower-triangular mask (and bias), columns 0..offset+length."""
         total = offset + length
-        if self._causal_mask is None or self._causal_mask.shape[0] < total or self._causal_mask.device != device:
-            self._causal_mask = torch.ones(total, total, dtype=torch.bool, device=device).tril()
-        return self._causal_mask[offset:total, :total]
+        mask = self._causal_mask
+        if mask is None or mask.shape[0] < total or mask.device != like.device or self._causal_bias.dtype != like.dtype:
+            self._causal_mask = torch.ones(total, total, dtype=torch.bool, device=like.device).tril()
+            self._causal_bias = _mask_to_bias(self._causal_mask, like.dtype)
+        return self._causal_mask[offset:total, :total], self._causal_bias[offset:total, :total]
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
         seq_len = x.shape[-2]
@@ -319,7 +418,7 @@ class MultiHeadSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
         # A single new token may attend to everything cached: no mask needed.
-        mask = None if seq_len == 1 else self._causal(offset, seq_len, x.device)
+        mask, bias = (None, None) if seq_len == 1 else self._causal(offset, seq_len, q)
         if self.fused_attention:
             from torch.nn.functional import scaled_dot_product_attention as fused_sdpa  # opt-in only
 
@@ -330,7 +429,7 @@ class MultiHeadSelfAttention(nn.Module):
             else:
                 out = fused_sdpa(q, k, v, attn_mask=mask)
         else:
-            out = scaled_dot_product_attention(q, k, v, mask)
+            out = _attention(q, k, v, bias)
         return self.output_proj(rearrange(out, "... h t d -> ... t (h d)"))
 
 

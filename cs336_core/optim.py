@@ -18,25 +18,25 @@ ParamsT = Iterable[Tensor] | Iterable[dict]
 class _CrossEntropy(torch.autograd.Function):
     """Mean negative log-likelihood over rows of (N, vocab) logits, with a hand-written backward.
 
-    The gradient is (softmax(logits) - onehot(target)) / N; it is rebuilt in backward from the
-    shifted logits and the row log-sum-exp, so no vocabulary-sized probability tensor is kept
-    between forward and backward besides the shifted logits themselves.
+    The gradient is (softmax(logits) - onehot(target)) / N, rebuilt in backward from the logits and
+    the per-row log-sum-exp; forward and backward each allocate one vocabulary-sized tensor, which
+    matters because (batch * context, vocab) is the largest tensor in the training step.
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
-        shifted = logits - logits.amax(dim=-1, keepdim=True)
-        log_sum_exp = torch.exp(shifted).sum(dim=-1, keepdim=True).log_()
-        target_logits = shifted.gather(-1, targets.unsqueeze(-1))
-        ctx.save_for_backward(shifted, log_sum_exp, targets)
+        row_max = logits.amax(dim=-1, keepdim=True)
+        log_sum_exp = (logits - row_max).exp_().sum(dim=-1, keepdim=True).log_() + row_max
+        target_logits = logits.gather(-1, targets.unsqueeze(-1))
+        ctx.save_for_backward(logits, log_sum_exp, targets)
         return (log_sum_exp - target_logits).mean()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        shifted, log_sum_exp, targets = ctx.saved_tensors
-        grad_logits = (shifted - log_sum_exp).exp_()  # softmax
+        logits, log_sum_exp, targets = ctx.saved_tensors
+        grad_logits = (logits - log_sum_exp).exp_()  # softmax
         grad_logits.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(log_sum_exp, -1.0))
-        grad_logits *= grad / shifted.shape[0]
+        grad_logits *= grad / logits.shape[0]
         return grad_logits, None
 
 

@@ -285,3 +285,10 @@ def test_hand_written_backward_passes_match_numerical_gradients():
     rope = RotaryPositionalEmbedding(10_000.0, 4, 16).double()
     positions = torch.tensor([3, 1, 4, 1, 5])
     assert torch.autograd.gradcheck(lambda t: rope(t, positions), (q,))
+    swiglu = SwiGLU(4, 6).double()
+    assert torch.autograd.gradcheck(swiglu, (q,))
+    norm = RMSNorm(4).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(4))
+    assert torch.autograd.gradcheck(lambda t, w: torch.func.functional_call(norm, {"weight": w}, (t,)),
+                                    (q, norm.weight.detach().clone().requires_grad_()))
