@@ -32,7 +32,7 @@ _EXPORTS = {
     ],
     "optim": ["cross_entropy", "AdamW", "SGD", "lr_cosine_schedule", "clip_gradients"],
     "data": ["get_batch", "load_tokens", "validation_batches"],
-    "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint"],
+    "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "read_checkpoint"],
     "decoding": ["generate"],
     "accounting": ["ModelShape", "count_parameters", "forward_flops", "training_memory", "adamw_step_flops",
                    "max_batch_size", "training_days", "parameter_memory_bytes", "gpt2_accounting_tables"],
