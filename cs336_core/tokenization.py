@@ -52,12 +52,6 @@ def _pretokenize(text: str) -> list[str]:
     """GPT-2 pre-tokens of `text` (`str.isascii` is O(1): CPython records it per string)."""
     return (_PRETOKENIZE_ASCII if text.isascii() else _PRETOKENIZE).findall(text)
 
-# GPT-2's regex always starts a new pre-token at a single space between two non-space characters
-# (whatever run precedes it, letters, digits or punctuation, ends at the space). Text cut there
-# splits into "space words" that pre-tokenize independently and repeat a lot, and the cut is a
-# plain `re` split at C speed. `re`'s \s is a superset of `regex`'s (it adds \x1c-\x1f), so `re`'s
-# \S never claims a character that GPT-2's regex treats as whitespace.
-_SPACE_WORD_BOUNDARY = re.compile(r"(?<=\S) (?=\S)")
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
@@ -516,7 +510,6 @@ class Tokenizer:
             self._merge_ranks.setdefault((ids[0], ids[1]), rank)  # a repeated merge never applies again
             self._merged_id_of_rank.append(ids[2])
         self._pretoken_cache: dict[str, list[int]] = {}
-        self._space_word_cache: dict[str, list[int]] = {}  # keyed without the implied leading space
 
     @classmethod
     def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
@@ -560,40 +553,28 @@ class Tokenizer:
                 ranks[i] = rank_of((merged, ids[i + 1]), no_merge)
         return ids
 
-    def _encode_space_word(self, text: str) -> list[int]:
-        ids: list[int] = []
-        cache = self._pretoken_cache
-        if len(cache) >= self.CACHE_LIMIT:
-            cache.clear()
-        for pretoken in _pretokenize(text):
-            pretoken_ids = cache.get(pretoken)
-            if pretoken_ids is None:
-                pretoken_ids = cache[pretoken] = self._bpe(pretoken)
-            ids += pretoken_ids
+    def _encode_pretoken(self, pretoken: str) -> list[int]:
+        ids = self._pretoken_cache[pretoken] = self._bpe(pretoken)
         return ids
 
     def _encode_plain(self, text: str, out: list[int]) -> None:
         """Append the ids of text that holds no special token.
 
-        Pre-tokenizing is the costly part, so it is done once per distinct space word (see
-        `_SPACE_WORD_BOUNDARY`) and the ids of each are cached.
+        Each distinct pre-token goes through BPE once; after that it is a cache hit, and the
+        lookups and the concatenation run inside C (`map`, `chain`) rather than a Python loop.
         """
-        space_words = _SPACE_WORD_BOUNDARY.split(text)
-        out += self._encode_space_word(space_words[0])  # the only one without a leading space
-        cache = self._space_word_cache
+        cache = self._pretoken_cache
         if len(cache) >= self.CACHE_LIMIT:
             cache.clear()
-        del space_words[0]
-        found = list(map(cache.get, space_words))
-        if None in found:
-            for i, ids in enumerate(found):
-                if ids is None:
-                    word = space_words[i]
-                    ids = cache.get(word)
-                    if ids is None:
-                        ids = cache[word] = self._encode_space_word(" " + word)
-                    found[i] = ids
-        out += itertools.chain.from_iterable(found)
+        pretokens = _pretokenize(text)
+        start = len(out)
+        try:
+            out += itertools.chain.from_iterable(map(cache.__getitem__, pretokens))
+        except KeyError:  # some pre-tokens are new: encode them, then look all up again
+            del out[start:]
+            for pretoken in set(pretokens).difference(cache):
+                self._encode_pretoken(pretoken)
+            out += itertools.chain.from_iterable(map(cache.__getitem__, pretokens))
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
@@ -614,7 +595,9 @@ class Tokenizer:
 
         Returns the ids and the prefix length. A special token is final once the longest special
         token would fit after it. Plain text that may still be followed by more plain text is
-        final up to its last space-word boundary (decided by the characters around it), or
+        final up to its last single space between two non-whitespace characters (GPT-2's regex
+        always starts a pre-token there: the run before it, of letters, digits or punctuation,
+        ends at the space; `str.isspace` covers all of the regex's whitespace), or
         else up to the pre-tokens ending well before the text seen so far (a pre-token depends
         on at most a few characters after it: GPT-2's regex looks ahead one character and its
         contractions are three long).
@@ -642,7 +625,8 @@ class Tokenizer:
         for match in _PRETOKENIZE.finditer(text, settled, plain_end):
             if match.end() > stable_end:
                 break
-            ids += self._encode_space_word(match.group())  # one pre-token is its own space word
+            pretoken = match.group()
+            ids += self._pretoken_cache.get(pretoken) or self._encode_pretoken(pretoken)  # (never cleared here)
             settled = match.end()
         return ids, settled
 
