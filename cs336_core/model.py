@@ -267,6 +267,11 @@ class _Rotate(torch.autograd.Function):
         return _rotate_pairs(grad, cos, -sin), None, None
 
 
+# Attention works through the (batch * heads) entries in blocks whose T x S scores fit in cache
+# (~4 MB), so the softmax passes over each block run from cache instead of main memory.
+_ATTENTION_BLOCK_ELEMENTS = 1 << 20
+
+
 class _Attention(torch.autograd.Function):
     """softmax(q k^T / sqrt(d_k) + bias) v for 3-D (batch, seq, d_k) tensors, with backward by hand.
 
@@ -277,19 +282,35 @@ class _Attention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        n, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
         scale = q.shape[-1] ** -0.5
-        probs = _softmax_(torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale), dim=-1)
+        block = max(1, _ATTENTION_BLOCK_ELEMENTS // (q_len * k_len))
+        probs = q.new_empty(n, q_len, k_len)
+        out = q.new_empty(n, q_len, v.shape[-1])
+        per_entry_bias = bias.dim() == 3 and bias.shape[0] > 1
+        for i in range(0, n, block):
+            rows = slice(i, i + block)
+            torch.baddbmm(bias[rows] if per_entry_bias else bias, q[rows], k[rows].transpose(1, 2), alpha=scale,
+                          out=probs[rows])
+            torch.bmm(_softmax_(probs[rows], dim=-1), v[rows], out=out[rows])
         ctx.scale = scale
         ctx.save_for_backward(q, k, v, probs)
-        return torch.bmm(probs, v)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         q, k, v, probs = ctx.saved_tensors
-        grad_v = torch.bmm(probs.transpose(1, 2), grad_out)
-        grad_scores = _softmax_backward_(torch.bmm(grad_out, v.transpose(1, 2)), probs, dim=-1)
-        grad_q = torch.bmm(grad_scores, k).mul_(ctx.scale)
-        grad_k = torch.bmm(grad_scores.transpose(1, 2), q).mul_(ctx.scale)
+        n, q_len, k_len = probs.shape
+        block = max(1, _ATTENTION_BLOCK_ELEMENTS // (q_len * k_len))
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        grad_scores = probs.new_empty(min(block, n), q_len, k_len)  # reused for every block
+        for i in range(0, n, block):
+            rows = slice(i, i + block)
+            scores = grad_scores[: probs[rows].shape[0]]
+            torch.bmm(probs[rows].transpose(1, 2), grad_out[rows], out=grad_v[rows])
+            _softmax_backward_(torch.bmm(grad_out[rows], v[rows].transpose(1, 2), out=scores), probs[rows], dim=-1)
+            torch.bmm(scores, k[rows], out=grad_q[rows]).mul_(ctx.scale)
+            torch.bmm(scores.transpose(1, 2), q[rows], out=grad_k[rows]).mul_(ctx.scale)
         return grad_q, grad_k, grad_v, None
 
 

@@ -15,18 +15,29 @@ from torch import Tensor
 ParamsT = Iterable[Tensor] | Iterable[dict]
 
 
+# Rows of logits are processed in blocks of about this many elements (4 MB of float32), so each
+# block's temporaries stay in cache and no extra vocabulary-sized tensor is allocated in forward.
+_BLOCK_ELEMENTS = 1 << 20
+
+
 class _CrossEntropy(torch.autograd.Function):
     """Mean negative log-likelihood over rows of (N, vocab) logits, with a hand-written backward.
 
     The gradient is (softmax(logits) - onehot(target)) / N, rebuilt in backward from the logits and
-    the per-row log-sum-exp; forward and backward each allocate one vocabulary-sized tensor, which
-    matters because (batch * context, vocab) is the largest tensor in the training step.
+    the per-row log-sum-exp.
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
-        row_max = logits.amax(dim=-1, keepdim=True)
-        log_sum_exp = (logits - row_max).exp_().sum(dim=-1, keepdim=True).log_() + row_max
+        rows, vocab = logits.shape
+        block = max(1, _BLOCK_ELEMENTS // vocab)
+        log_sum_exp = logits.new_empty(rows, 1)
+        scratch = logits.new_empty(min(block, rows), vocab)
+        for i in range(0, rows, block):
+            chunk = logits[i : i + block]
+            row_max = chunk.amax(dim=-1, keepdim=True)
+            shifted = torch.sub(chunk, row_max, out=scratch[: chunk.shape[0]])
+            torch.add(shifted.exp_().sum(dim=-1, keepdim=True).log_(), row_max, out=log_sum_exp[i : i + block])
         target_logits = logits.gather(-1, targets.unsqueeze(-1))
         ctx.save_for_backward(logits, log_sum_exp, targets)
         return (log_sum_exp - target_logits).mean()
@@ -34,9 +45,13 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         logits, log_sum_exp, targets = ctx.saved_tensors
-        grad_logits = (logits - log_sum_exp).exp_()  # softmax
-        grad_logits.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(log_sum_exp, -1.0))
-        grad_logits *= grad / logits.shape[0]
+        rows, vocab = logits.shape
+        block = max(1, _BLOCK_ELEMENTS // vocab)
+        scale = grad / rows
+        grad_logits = torch.empty_like(logits)
+        for i in range(0, rows, block):  # softmax * scale, block by block
+            torch.sub(logits[i : i + block], log_sum_exp[i : i + block], out=grad_logits[i : i + block]).exp_().mul_(scale)
+        grad_logits.scatter_add_(-1, targets.unsqueeze(-1), (-scale).expand(rows, 1).contiguous())
         return grad_logits, None
 
 

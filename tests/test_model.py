@@ -292,3 +292,22 @@ def test_hand_written_backward_passes_match_numerical_gradients():
         norm.weight.copy_(torch.randn(4))
     assert torch.autograd.gradcheck(lambda t, w: torch.func.functional_call(norm, {"weight": w}, (t,)),
                                     (q, norm.weight.detach().clone().requires_grad_()))
+
+
+def test_blocked_attention_matches_unblocked(monkeypatch):
+    """Attention runs over (batch*heads) in cache-sized blocks; small blocks must change nothing."""
+    import cs336_core.model as model_module
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.rand(2, 1, 5, 5) > 0.4
+    mask[..., 0] = True
+    for m in (torch.ones(5, 5, dtype=torch.bool).tril(), mask):
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        grads = torch.autograd.grad(expected.sum(), (q, k, v))
+        monkeypatch.setattr(model_module, "_ATTENTION_BLOCK_ELEMENTS", 2 * 25)  # 2 entries per block, 3 blocks
+        out = scaled_dot_product_attention(q, k, v, m)
+        torch.testing.assert_close(out, expected)
+        for ours, ref in zip(torch.autograd.grad(out.sum(), (q, k, v)), grads):
+            torch.testing.assert_close(ours, ref)
+        monkeypatch.undo()

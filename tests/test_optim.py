@@ -164,3 +164,17 @@ def test_cross_entropy_gradient_matches_numerical():
     logits = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 7, (2, 3))
     assert torch.autograd.gradcheck(lambda t: cross_entropy(t, targets), (logits,))
+
+
+def test_blocked_cross_entropy_matches_reference(monkeypatch):
+    import cs336_core.optim as optim_module
+
+    monkeypatch.setattr(optim_module, "_BLOCK_ELEMENTS", 3 * 7)  # 3 rows per block over 10 rows
+    torch.manual_seed(0)
+    logits = torch.randn(10, 7, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 7, (10,))
+    loss = cross_entropy(logits, targets)
+    torch.testing.assert_close(loss, reference_cross_entropy(logits, targets))
+    (grad,) = torch.autograd.grad(loss * 2.5, logits)
+    expected = (torch.softmax(logits.detach(), -1) - torch.nn.functional.one_hot(targets, 7)) * 2.5 / 10
+    torch.testing.assert_close(grad, expected)
