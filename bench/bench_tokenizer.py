@@ -10,7 +10,9 @@ Contenders (each run in its own subprocess; peak RSS is the sampled sum over its
           tiktoken: an Encoding built from the same vocab/merges (ids asserted identical)
           ours encode_file with 1 and with 2 workers (output asserted identical)
 The compressed corpus is unpacked once to a temporary plain-text file that every contender reads.
-Prints a Markdown table of medians over --repeats runs.
+Prints a Markdown table of medians over --repeats runs. "CPU s" is user+system time of the whole
+child process tree, imports and file reading included: on a shared machine it shows the work
+done even when the wall time is stretched by other load.
 """
 
 from __future__ import annotations
@@ -118,7 +120,11 @@ CHILDREN = {
 
 
 def run_child(task: str, args: dict, env: dict | None = None) -> dict:
+    import resource
+
     import psutil
+
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     process = subprocess.Popen([sys.executable, __file__, "--child", task, json.dumps(args)], stdout=subprocess.PIPE,
                                text=True, env={**os.environ, **(env or {})}, cwd=REPO)
@@ -143,6 +149,8 @@ def run_child(task: str, args: dict, env: dict | None = None) -> dict:
         raise SystemExit(f"{task} failed with exit code {process.returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_rss"] = peak
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the child and every process it reaped
+    result["cpu"] = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     return result
 
 
@@ -160,17 +168,18 @@ def prepare_corpus(source: Path, prefix_bytes: int, work: Path) -> Path:
 def median_row(name: str, runs: list[dict], corpus_bytes: int, baseline: float | None) -> dict:
     seconds = statistics.median(r["seconds"] for r in runs)
     rss = statistics.median(r["peak_rss"] for r in runs)
-    return {"name": name, "seconds": seconds, "rss": rss, "mbps": corpus_bytes / 1e6 / seconds,
+    cpu = statistics.median(r["cpu"] for r in runs)
+    return {"name": name, "seconds": seconds, "rss": rss, "cpu": cpu, "mbps": corpus_bytes / 1e6 / seconds,
             "speedup": (baseline / seconds) if baseline else None, "rss_ratio": rss / corpus_bytes}
 
 
 def print_table(title: str, rows: list[dict], speedup_label: str) -> None:
     print(f"\n{title}\n")
-    print(f"| contender | wall s (median) | peak RSS MB | RSS / corpus | MB/s | {speedup_label} |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| contender | wall s (median) | CPU s, whole child | peak RSS MB | RSS / corpus | MB/s | {speedup_label} |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         speedup = f"{row['speedup']:.2f}x" if row["speedup"] is not None else "1.00x (baseline)"
-        print(f"| {row['name']} | {row['seconds']:.2f} | {row['rss'] / 1e6:.0f} | {row['rss_ratio']:.2f} | "
+        print(f"| {row['name']} | {row['seconds']:.2f} | {row['cpu']:.1f} | {row['rss'] / 1e6:.0f} | {row['rss_ratio']:.2f} | "
               f"{row['mbps']:.2f} | {speedup} |")
     sys.stdout.flush()
 

@@ -59,6 +59,7 @@ Merges = list[tuple[bytes, bytes]]
 # Chunks handed to worker processes: big enough to amortise inter-process traffic, small enough
 # that memory stays bounded (a few chunks in flight per worker).
 CHUNK_BYTES = 4 << 20
+MIN_CHUNK_BYTES = 256 << 10
 INVALID_UTF8_POLICIES = ("error", "replace")
 
 
@@ -152,12 +153,18 @@ def _last_safe_cut(buffer: bytes, special_re, max_special_len: int) -> int:
     return 0
 
 
-def _iter_chunks(stream, special_re, max_special_len: int, chunk_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
+def _chunk_size(total_bytes: int, workers: int) -> int:
+    """About four chunks per worker (so small files still spread over workers), within bounds."""
+    if not total_bytes:  # unknown (compressed input)
+        return CHUNK_BYTES
+    return min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total_bytes // (4 * workers)))
+
+
+def _iter_chunks(stream, special_re, max_special_len: int, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     """Yield `(offset, chunk)` pieces of a byte stream, each cut at a safe boundary (see above).
 
     Memory stays at about two chunks unless the text has no safe cut for a long stretch.
     """
-    chunk_bytes = chunk_bytes or CHUNK_BYTES
     pending = b""
     offset = 0
     while True:
@@ -379,7 +386,7 @@ def train_bpe(input_path: str | os.PathLike, vocab_size: int, special_tokens: li
     special_re_bytes = _special_pattern(specials, as_bytes=True)
     max_special_len = max((len(s.encode("utf-8")) for s in specials), default=0)
     with _open_binary(path) as stream:
-        chunks = _iter_chunks(stream, special_re_bytes, max_special_len)
+        chunks = _iter_chunks(stream, special_re_bytes, max_special_len, _chunk_size(total_bytes, workers))
         for chunk_length, chunk_counts in _map_in_order(_count_pretokens, chunks, workers, _init_pretokenize_worker,
                                                         (specials, invalid_utf8, str(path))):
             word_counts.update(chunk_counts)
@@ -724,9 +731,14 @@ def encode_file(tokenizer: Tokenizer, input_path: str | os.PathLike, output_path
     with _open_binary(path) as stream, atomic_path(output_path) as tmp, open(tmp, "wb") as out:
         header_length = len(header(0))
         out.write(header(0))
-        chunks = _iter_chunks(stream, special_re, max_special_len)
-        for chunk_bytes, ids in _map_in_order(_encode_chunk, chunks, workers, _init_encode_worker,
-                                              (tokenizer, invalid_utf8, str(path))):
+        chunks = _iter_chunks(stream, special_re, max_special_len, _chunk_size(total_bytes, workers))
+        worker_args = (tokenizer, invalid_utf8, str(path))
+        # The first chunk is encoded here: it fills the tokenizer's cache, which forked workers
+        # inherit, so they do not each redo the expensive first encounters of common words.
+        _init_encode_worker(*worker_args)
+        results = itertools.chain(map(_encode_chunk, itertools.islice(chunks, 1)),
+                                  _map_in_order(_encode_chunk, chunks, workers, _init_encode_worker, worker_args))
+        for chunk_bytes, ids in results:
             out.write(ids.tobytes())
             num_tokens += len(ids)
             done_bytes += chunk_bytes

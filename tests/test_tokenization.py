@@ -116,7 +116,8 @@ def test_train_chunked_parallel_equals_single_chunk(tmp_path, monkeypatch):
     path.write_text("".join(lines), encoding="utf-8")
     whole = train_bpe(path, 400, [], num_workers=1)
     monkeypatch.setattr(tokenization, "CHUNK_BYTES", 200)
-    chunks = list(tokenization._iter_chunks(open(path, "rb"), None, 0))
+    with open(path, "rb") as f:
+        chunks = list(tokenization._iter_chunks(f, None, 0, tokenization._chunk_size(path.stat().st_size, 2)))
     assert len(chunks) > 10
     assert train_bpe(path, 400, [], num_workers=2) == whole
     assert whole == brute_force_train(path.read_text(), 400, [])
