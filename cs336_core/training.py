@@ -79,6 +79,7 @@ class TrainConfig:
     out_dir: str
     model: ModelConfig
     valid_path: str | None = None
+    token_dtype: str = "uint16"  # of raw token files (.bin); a .npy file carries its own dtype
     batch_size: int = 32
     max_steps: int | None = None
     total_tokens: int | None = None
@@ -117,6 +118,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a path string, got {value!r}")
         if not self.train_path or not self.out_dir:
             raise ValueError("TrainConfig.train_path and TrainConfig.out_dir must not be empty")
+        if self.token_dtype not in ("uint16", "uint32", "int32", "int64"):
+            raise ValueError(f"TrainConfig.token_dtype must be uint16, uint32, int32 or int64, got {self.token_dtype!r}")
         _check_int(self, "batch_size", minimum=1)
         if (self.max_steps is None) == (self.total_tokens is None):
             raise ValueError(
@@ -449,12 +452,12 @@ class _Run:
         self.files = _RunFiles(config.out_dir)
         self.context_length = config.model.context_length
 
-        self.train_tokens = load_tokens(config.train_path)
+        self.train_tokens = self._open_tokens(config.train_path)
         check_long_enough(self.train_tokens, self.context_length, name=f"training set {config.train_path}")
         check_token_ids(self.train_tokens, config.model.vocab_size, name=f"training set {config.train_path}")
         self.val_batches = []
         if config.valid_path is not None and process.is_main:
-            val_tokens = load_tokens(config.valid_path)
+            val_tokens = self._open_tokens(config.valid_path)
             check_token_ids(val_tokens, config.model.vocab_size, name=f"validation set {config.valid_path}")
             self.val_batches = validation_batches(
                 val_tokens, config.eval_batch_size, self.context_length, config.eval_batches, config.eval_seed, device
@@ -482,6 +485,9 @@ class _Run:
             )
         if config.compile:
             self.train_model = torch.compile(self.train_model)
+
+    def _open_tokens(self, path: str) -> np.ndarray:
+        return load_tokens(path, dtype=None if path.endswith(".npy") else self.config.token_dtype)
 
     def _autocast(self):
         if self.config.dtype == "bfloat16":

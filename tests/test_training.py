@@ -113,6 +113,7 @@ def test_config_json_round_trip_and_resolved_defaults(tmp_path):
         (dict(betas=(0.9, 1.0)), "betas must each lie in \\[0, 1\\)"),
         (dict(device="tpu"), "device must be one of"),
         (dict(dtype="float16"), "dtype must be one of"),
+        (dict(token_dtype="float32"), "token_dtype must be uint16"),
         (dict(compile="yes"), "compile must be true or false"),
         (dict(divergence_factor=0.5), "divergence_factor must be a finite number > 1"),
         (dict(model={"d_model": 30, "num_heads": 4}), "not divisible"),
@@ -278,6 +279,17 @@ def test_huge_learning_rate_diverges_cleanly(tmp_path, token_files):
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["status"] == "diverged" and saved["steps"] == result.steps
     assert not (tmp_path / "run" / "ckpt" / "final.pt").exists()
+
+
+def test_raw_bin_tokens_without_validation_set(tmp_path, token_files):
+    np.load(token_files[0]).astype(np.uint16).tofile(tmp_path / "train.bin")
+    config = make_config(token_files, tmp_path / "run", train_path=str(tmp_path / "train.bin"), valid_path=None,
+                         max_steps=10)
+    result = train(config)
+    assert result.status == "completed" and result.steps == 10
+    assert result.final_val_loss is None and result.best_val_loss is None
+    assert all(m["val_loss"] is None for m in read_metrics(config.out_dir))
+    assert result.final_train_loss < math.log(64) + 0.5
 
 
 def test_bfloat16_autocast_run_on_cpu(tmp_path, token_files):
