@@ -1,7 +1,6 @@
 """Shared fixtures. The asset-graph fixtures materialize the `test` preset once per session."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dagster_env(data_dir: Path, dagster_home: Path, preset: str = "test") -> dict[str, str]:
