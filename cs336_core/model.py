@@ -125,9 +125,8 @@ class RMSNorm(nn.Module):
 # largest activations of the model (T x T attention scores, d_ff-wide FFN hidden states).
 
 
-def _silu_derivative(x: Tensor) -> Tensor:
+def _silu_derivative(x: Tensor, s: Tensor) -> Tensor:
     """d/dx x*s(x) = s + x*s*(1-s) = s * (1 + x*(1-s)), with s = sigmoid(x)."""
-    s = torch.sigmoid(x)
     return (1 - s).mul_(x).add_(1).mul_(s)
 
 
@@ -140,7 +139,7 @@ class _SiLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
-        return _silu_derivative(x).mul_(grad)
+        return _silu_derivative(x, torch.sigmoid(x)).mul_(grad)
 
 
 def silu(x: Tensor) -> Tensor:
@@ -159,8 +158,9 @@ class _SiLUGate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         a, b = ctx.saved_tensors
-        grad_a = _silu_derivative(a).mul_(b).mul_(grad)
-        grad_b = torch.sigmoid(a).mul_(a).mul_(grad)
+        s = torch.sigmoid(a)
+        grad_a = _silu_derivative(a, s).mul_(b).mul_(grad)
+        grad_b = s.mul_(a).mul_(grad)
         return grad_a, grad_b
 
 
