@@ -20,6 +20,12 @@ Data parallel: under `torchrun` (WORLD_SIZE > 1) every rank draws the same globa
 offsets and trains on its own slice, wrapped in DistributedDataParallel (gloo on CPU, nccl on
 CUDA). The averaged gradient is then the single-process gradient of the same global batch. Only
 rank 0 evaluates and writes files.
+
+dtype "bfloat16" runs forward passes under torch.autocast on the chosen device (the loss is taken
+in float32); tf32 applies to CUDA matmuls; compile wraps the training forward in torch.compile.
+
+CLI (console script `cs336-train`): `python -m cs336_core.training --config cfg.json [--field value
+...]`, with a flag for every TrainConfig and ModelConfig field; prints the TrainResult as JSON.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from cs336_core.progress import ConsoleProgress, ProgressFn
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "bfloat16")
+# The keys of every metrics.jsonl line (val_loss is null on steps without an evaluation).
 METRIC_FIELDS = ("step", "tokens", "wall_seconds", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_second")
 MetricsCallback = Callable[[dict[str, Any]], None]
 
