@@ -75,6 +75,10 @@ class RunSpec:
     checkpoint_interval: int = 500
     device: str = "cpu"
     seed: int = 0
+    # torch intra-op threads for the run (0: torch's default, one per core). Tiny models gain little
+    # from a second thread and lose a lot when the cores are shared: measured on the 2-core box under
+    # load, 0.6 s/step with 1 thread against 5.9 s/step with 2.
+    torch_threads: int = 0
 
     @property
     def tokens(self) -> int:
@@ -150,10 +154,11 @@ PRESETS: dict[str, Preset] = {
         tokenizers={"stories": TokenizerSpec(2_000), "web": TokenizerSpec(4_000)},
         model=ModelConfig(vocab_size=2_000, context_length=64, d_model=96, num_layers=2, num_heads=4, d_ff=256),
         run=RunSpec(batch_size=16, max_steps=300, lr_max=3e-3, eval_interval=50, eval_batches=8,
-                    log_interval=10, checkpoint_interval=100),
+                    log_interval=10, checkpoint_interval=100, torch_threads=1),
         sweep=SweepSpec(learning_rates=(3e-4, 1e-3, 3e-3, 1e-2, 1e-1, 1.0), batch_sizes=(4, 16, 64), max_steps=150),
         samples=SampleSpec(max_new_tokens=96),
-        target_val_loss=3.0,
+        # The handout's CPU bar; the generated stories are easier than TinyStories (1.75 measured).
+        target_val_loss=2.0,
     ),
     "cpu": Preset(
         name="cpu",
@@ -190,7 +195,7 @@ PRESETS: dict[str, Preset] = {
         tokenizers={"stories": TokenizerSpec(300), "web": TokenizerSpec(400)},
         model=ModelConfig(vocab_size=300, context_length=32, d_model=32, num_layers=1, num_heads=2, d_ff=64),
         run=RunSpec(batch_size=8, max_steps=20, lr_max=3e-3, eval_interval=10, eval_batches=2,
-                    log_interval=5, checkpoint_interval=10),
+                    log_interval=5, checkpoint_interval=10, torch_threads=1),
         sweep=SweepSpec(learning_rates=(1e-3, 1.0), batch_sizes=(4, 8), max_steps=10),
         samples=SampleSpec(max_new_tokens=16),
         target_val_loss=6.0,

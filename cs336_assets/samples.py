@@ -9,6 +9,7 @@ from cs336_assets.common import code_version, knobs_metadata
 from cs336_assets.presets import ENDOFTEXT, ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.tokenizers import load_tokenizer
+from cs336_assets.training import torch_threads
 from cs336_core.decoding import generate
 from cs336_core.files import atomic_write_json, atomic_write_text
 from cs336_core.model import ModelConfig, TransformerLM
@@ -59,8 +60,9 @@ def build(preset: Preset) -> list[AssetsDefinition]:
             sections.append(f"### {role} model\n")
             for i, prompt in enumerate(prompts):
                 prompt_ids = tokenizer.encode(prompt)
-                new_ids = generate(model, prompt_ids, spec.max_new_tokens, temperature=spec.temperature,
-                                   top_p=spec.top_p, eos_id=eos_id, seed=spec.seed + i)
+                with torch_threads(preset_now.run.torch_threads):
+                    new_ids = generate(model, prompt_ids, spec.max_new_tokens, temperature=spec.temperature,
+                                       top_p=spec.top_p, eos_id=eos_id, seed=spec.seed + i)
                 text = tokenizer.decode(new_ids)
                 records.append({"model": role, "prompt": prompt, "completion": text, "new_tokens": len(new_ids),
                                 "temperature": spec.temperature, "top_p": spec.top_p})

@@ -8,13 +8,14 @@ and fails on its own, and a diverged run is a result (status "diverged"), not a 
 """
 
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -117,7 +118,8 @@ def run_training(context: AssetExecutionContext, workspace: Workspace, run_name:
     if resume_step:
         context.log.info(f"resuming {run_name} from its checkpoint at step {resume_step}")
     context.log.info(f"training {run_name}: {config.steps} steps of {config.tokens_per_step} tokens on {config.device}")
-    result = train(config, progress=progress_logger(context))
+    with torch_threads(run.torch_threads):
+        result = train(config, progress=progress_logger(context))
     context.log.info(f"{run_name}: {result.status} after {result.steps} steps, val loss {result.final_val_loss}")
     metrics = reporting.read_metrics(result.metrics_path)
     metadata = {
@@ -135,6 +137,20 @@ def run_training(context: AssetExecutionContext, workspace: Workspace, run_name:
         "run_dir": MetadataValue.path(str(run_dir)),
     }
     return result, metrics, metadata
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with `n` torch intra-op threads (0: leave torch's setting alone)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _finite_or_none(value: float | None) -> float | None:
