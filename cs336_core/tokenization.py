@@ -160,27 +160,30 @@ def _chunk_size(total_bytes: int, workers: int) -> int:
     return min(CHUNK_BYTES, max(MIN_CHUNK_BYTES, total_bytes // (4 * workers)))
 
 
-def _iter_chunks(stream, special_re, max_special_len: int, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+def _iter_chunks(stream, special_re, max_special_len: int, chunk_bytes: int,
+                 first_chunk_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield `(offset, chunk)` pieces of a byte stream, each cut at a safe boundary (see above).
 
     Memory stays at about two chunks unless the text has no safe cut for a long stretch.
     """
     pending = b""
     offset = 0
+    target = first_chunk_bytes or chunk_bytes
     while True:
-        block = stream.read(chunk_bytes)
+        block = stream.read(target)
         if not block:
             if pending:
                 yield offset, pending
             return
         pending += block
-        if len(pending) < chunk_bytes:
+        if len(pending) < target:
             continue
         cut = _last_safe_cut(pending, special_re, max_special_len)
         if cut:
             yield offset, pending[:cut]
             offset += cut
             pending = pending[cut:]
+            target = chunk_bytes
 
 
 def _map_in_order(function, items: Iterable, num_workers: int, initializer=None, initargs=()) -> Iterator:
@@ -731,10 +734,11 @@ def encode_file(tokenizer: Tokenizer, input_path: str | os.PathLike, output_path
     with _open_binary(path) as stream, atomic_path(output_path) as tmp, open(tmp, "wb") as out:
         header_length = len(header(0))
         out.write(header(0))
-        chunks = _iter_chunks(stream, special_re, max_special_len, _chunk_size(total_bytes, workers))
+        chunk_bytes = _chunk_size(total_bytes, workers)
+        chunks = _iter_chunks(stream, special_re, max_special_len, chunk_bytes, min(chunk_bytes, MIN_CHUNK_BYTES))
         worker_args = (tokenizer, invalid_utf8, str(path))
-        # The first chunk is encoded here: it fills the tokenizer's cache, which forked workers
-        # inherit, so they do not each redo the expensive first encounters of common words.
+        # A small first chunk is encoded here: it fills the tokenizer's cache with the most common
+        # words, which forked workers inherit, so they do not each redo those first encounters.
         _init_encode_worker(*worker_args)
         results = itertools.chain(map(_encode_chunk, itertools.islice(chunks, 1)),
                                   _map_in_order(_encode_chunk, chunks, workers, _init_encode_worker, worker_args))
