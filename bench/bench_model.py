@@ -128,7 +128,8 @@ def make_trainer(kind: str, cfg: ModelConfig, compile_model: bool):
     return step
 
 
-def bench_training(cfg: ModelConfig, batch_size: int, repeats: int, steps: int, compile_model: bool) -> dict:
+def bench_training(cfg: ModelConfig, batch_size: int, repeats: int, steps: int, compile_model: bool,
+                   peaks: list[float]) -> dict:
     g = torch.Generator().manual_seed(batch_size)
     ids = torch.randint(0, cfg.vocab_size, (steps, batch_size, cfg.context_length + 1), generator=g)
     trainers = {kind: make_trainer(kind, cfg, compile_model) for kind in ("ours", "reference")}
@@ -140,6 +141,7 @@ def bench_training(cfg: ModelConfig, batch_size: int, repeats: int, steps: int, 
         warmup[kind] = time.perf_counter() - start
     rates: dict[str, list[float]] = {kind: [] for kind in trainers}
     for _ in range(repeats):
+        peaks.append(matmul_peak_gflops(repeats=2))  # the box is shared: keep the best peak seen
         for kind, step in trainers.items():
             start = time.perf_counter()
             for i in range(steps):
@@ -179,27 +181,28 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     cfg = TINYSTORIES
-    peak = matmul_peak_gflops()
+    peaks = [matmul_peak_gflops()]
     train_flops_per_token = 3 * forward_flops(cfg)["total"] / cfg.context_length
-    print(f"torch {torch.__version__}, {args.threads} threads, fp32 matmul peak {peak:.1f} GFLOP/s, "
-          f"{train_flops_per_token / 1e6:.1f} MFLOPs per training token")
-    results = {"peak_gflops": peak, "threads": args.threads, "training": [], "generation": None}
+    print(f"torch {torch.__version__}, {args.threads} threads, {train_flops_per_token / 1e6:.1f} MFLOPs "
+          f"per training token (6N + attention); MFU uses the best fp32 2048^2 matmul rate seen during the run")
+    results = {"threads": args.threads, "training": [], "generation": None}
     modes = [False, True] if args.compile else [False]
-    print("| compile | batch | ours tok/s | reference tok/s | ours/ref | MFU ours | MFU ref |")
-    print("|---|---|---|---|---|---|---|")
+    print("| compile | batch | ours tok/s | reference tok/s | ours/ref | MFU ours | MFU ref | peak GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|")
     for compile_model in modes:
         for batch_size in args.batch_sizes:
             try:
-                r = bench_training(cfg, batch_size, args.repeats, args.steps, compile_model)
+                r = bench_training(cfg, batch_size, args.repeats, args.steps, compile_model, peaks)
             except Exception as exc:  # compile can fail on a CPU box without a C++ toolchain
                 print(f"| {compile_model} | {batch_size} | failed: {type(exc).__name__}: {str(exc)[:120]} |")
                 results["training"].append({"batch_size": batch_size, "compile": compile_model, "error": repr(exc)})
                 continue
+            peak = max(peaks)
             mfu = {k: r[f"{k}_tok_s"] * train_flops_per_token / (peak * 1e9) for k in ("ours", "reference")}
             r["mfu"] = mfu
             results["training"].append(r)
             print(f"| {compile_model} | {batch_size} | {r['ours_tok_s']:.0f} | {r['reference_tok_s']:.0f} | "
-                  f"{r['ratio']:.3f} | {mfu['ours']:.1%} | {mfu['reference']:.1%} |", flush=True)
+                  f"{r['ratio']:.3f} | {mfu['ours']:.1%} | {mfu['reference']:.1%} | {peak:.1f} |", flush=True)
     if not args.skip_generation:
         # Context 512 so a 16-token prompt leaves room for 256 new tokens (generation never slides).
         gen_cfg = ModelConfig(**{**cfg.to_dict(), "context_length": 512})
@@ -207,6 +210,7 @@ def main() -> None:
         results["generation"] = g
         print(f"\ngeneration of {g['new_tokens']} tokens (greedy): KV cache {g['cached_s']:.2f} s, "
               f"no cache {g['uncached_s']:.2f} s, speedup {g['speedup']:.1f}x, identical output: {g['identical_output']}")
+    results["peak_gflops"] = max(peaks)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

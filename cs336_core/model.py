@@ -267,32 +267,27 @@ class _Rotate(torch.autograd.Function):
         return _rotate_pairs(grad, cos, -sin), None, None
 
 
-# Attention works through the (batch * heads) entries in blocks whose T x S scores fit in cache
-# (~4 MB), so the softmax passes over each block run from cache instead of main memory.
-_ATTENTION_BLOCK_ELEMENTS = 1 << 20
-
-
 class _Attention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d_k) + bias) v for 3-D (batch, seq, d_k) tensors, with backward by hand.
+    """softmax(q k^T / sqrt(d_k) + bias) v with a hand-written backward, one batch entry at a time.
 
-    The T x T score matrix is the largest activation in the model; here it is written once by
-    baddbmm (which also applies the scale and the additive -inf mask), turned into probabilities in
-    place, and is the only T x T tensor kept for backward.
+    Tensors stay in the projections' (batch, seq, heads, d_k) layout: each batch entry's heads are
+    strided views that bmm reads and writes directly, so splitting and merging heads copies
+    nothing. Per entry, the (heads, T, S) scores are written once by baddbmm (which also applies
+    the scale and the additive -inf mask), turned into probabilities in place while they are still
+    in cache, and are the only T x S tensor kept for backward.
+    bias: 0-dim (no mask), (T, S) shared by all entries, or (batch, heads, T, S).
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-        n, q_len, k_len = q.shape[0], q.shape[1], k.shape[1]
+        batch, q_len, heads, _ = q.shape
         scale = q.shape[-1] ** -0.5
-        block = max(1, _ATTENTION_BLOCK_ELEMENTS // (q_len * k_len))
-        probs = q.new_empty(n, q_len, k_len)
-        out = q.new_empty(n, q_len, v.shape[-1])
-        per_entry_bias = bias.dim() == 3 and bias.shape[0] > 1
-        for i in range(0, n, block):
-            rows = slice(i, i + block)
-            torch.baddbmm(bias[rows] if per_entry_bias else bias, q[rows], k[rows].transpose(1, 2), alpha=scale,
-                          out=probs[rows])
-            torch.bmm(_softmax_(probs[rows], dim=-1), v[rows], out=out[rows])
+        probs = q.new_empty(batch, heads, q_len, k.shape[1])
+        out = q.new_empty(batch, q_len, heads, v.shape[-1])
+        for i in range(batch):
+            entry_bias = bias[i] if bias.dim() == 4 else bias
+            torch.baddbmm(entry_bias, q[i].transpose(0, 1), k[i].permute(1, 2, 0), alpha=scale, out=probs[i])
+            torch.bmm(_softmax_(probs[i], dim=-1), v[i].transpose(0, 1), out=out[i].transpose(0, 1))
         ctx.scale = scale
         ctx.save_for_backward(q, k, v, probs)
         return out
@@ -300,17 +295,17 @@ class _Attention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         q, k, v, probs = ctx.saved_tensors
-        n, q_len, k_len = probs.shape
-        block = max(1, _ATTENTION_BLOCK_ELEMENTS // (q_len * k_len))
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        grad_scores = probs.new_empty(min(block, n), q_len, k_len)  # reused for every block
-        for i in range(0, n, block):
-            rows = slice(i, i + block)
-            scores = grad_scores[: probs[rows].shape[0]]
-            torch.bmm(probs[rows].transpose(1, 2), grad_out[rows], out=grad_v[rows])
-            _softmax_backward_(torch.bmm(grad_out[rows], v[rows].transpose(1, 2), out=scores), probs[rows], dim=-1)
-            torch.bmm(scores, k[rows], out=grad_q[rows]).mul_(ctx.scale)
-            torch.bmm(scores.transpose(1, 2), q[rows], out=grad_k[rows]).mul_(ctx.scale)
+        grad_scores = torch.empty_like(probs[0])  # reused for every entry
+        for i in range(q.shape[0]):
+            p, g = probs[i], grad_out[i].transpose(0, 1)
+            torch.bmm(p.transpose(1, 2), g, out=grad_v[i].transpose(0, 1))
+            torch.bmm(g, v[i].permute(1, 2, 0), out=grad_scores)
+            _softmax_backward_(grad_scores, p, dim=-1)
+            torch.bmm(grad_scores, k[i].transpose(0, 1), out=grad_q[i].transpose(0, 1))
+            torch.bmm(grad_scores.transpose(1, 2), q[i].transpose(0, 1), out=grad_k[i].transpose(0, 1))
+        grad_q *= ctx.scale
+        grad_k *= ctx.scale
         return grad_q, grad_k, grad_v, None
 
 
@@ -319,21 +314,23 @@ def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-def _attention(Q: Tensor, K: Tensor, V: Tensor, bias: Tensor | None) -> Tensor:
-    """Flatten any batch dims to one, run _Attention, restore them; bias broadcasts like a mask."""
-    batch_shape, (q_len, k_len) = Q.shape[:-2], (Q.shape[-2], K.shape[-2])
-    if bias is None:
-        bias = Q.new_zeros(())
-    elif bias.dim() > 2:  # per-batch masks: materialise them for every batch entry
-        bias = bias.expand(*batch_shape, q_len, k_len).reshape(-1, q_len, k_len)
-    out = _Attention.apply(Q.reshape(-1, q_len, Q.shape[-1]), K.reshape(-1, k_len, K.shape[-1]),
-                           V.reshape(-1, k_len, V.shape[-1]), bias)
-    return out.view(*batch_shape, q_len, V.shape[-1])
+def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
+    """q (batch, T, heads, d_k), k/v (batch, S, heads, d); bias None, (T, S) or (batch, heads, T, S)."""
+    return _Attention.apply(q, k, v, q.new_zeros(()) if bias is None else bias)
 
 
 def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
     """softmax(Q K^T / sqrt(d_k)) V over any batch dims; mask is boolean with True = may attend."""
-    return _attention(Q, K, V, None if mask is None else _mask_to_bias(mask, Q.dtype))
+    batch_shape, q_len, k_len = Q.shape[:-2], Q.shape[-2], K.shape[-2]
+    bias = None
+    if mask is not None:
+        bias = _mask_to_bias(mask, Q.dtype)
+        if bias.dim() > 2:  # per-batch masks: one (1, T, S) bias per flattened batch entry
+            bias = bias.expand(*batch_shape, q_len, k_len).reshape(-1, 1, q_len, k_len)
+    # Every batch entry becomes a single-head entry of _attention's (batch, seq, heads, d) layout.
+    out = _attention(Q.reshape(-1, q_len, 1, Q.shape[-1]), K.reshape(-1, k_len, 1, K.shape[-1]),
+                     V.reshape(-1, k_len, 1, V.shape[-1]), bias)
+    return out.view(*batch_shape, q_len, V.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,18 +351,17 @@ class KVCache:
         self.values: list[Tensor | None] = [None] * num_layers
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v of shape (batch, heads, new, d_k) after the cached ones; return all of them."""
-        end = self.length + k.shape[-2]
+        """Store k, v of shape (batch, new, heads, d_k) after the cached ones; return all of them."""
+        end = self.length + k.shape[-3]
         if end > self.max_seq_len:
             raise ValueError(f"KV cache holds at most {self.max_seq_len} tokens, asked to reach {end}")
         if self.keys[layer] is None:
-            shape = (*k.shape[:-2], self.max_seq_len, k.shape[-1])
-            self.keys[layer] = k.new_empty(shape)
-            self.values[layer] = v.new_empty(shape)
+            self.keys[layer] = k.new_empty(*k.shape[:-3], self.max_seq_len, *k.shape[-2:])
+            self.values[layer] = v.new_empty(*v.shape[:-3], self.max_seq_len, *v.shape[-2:])
         keys, values = self.keys[layer], self.values[layer]
-        keys[..., self.length : end, :] = k
-        values[..., self.length : end, :] = v
-        return keys[..., :end, :], values[..., :end, :]
+        keys[..., self.length : end, :, :] = k
+        values[..., self.length : end, :, :] = v
+        return keys[..., :end, :, :], values[..., :end, :, :]
 
 
 class _LayerCache:
@@ -429,13 +425,16 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
         seq_len = x.shape[-2]
         offset = kv_cache.offset if kv_cache is not None else 0
-        q, k, v = (rearrange(proj(x), "... t (h d) -> ... h t d", h=self.num_heads)
+        # Heads stay in (..., t, h, d) layout: a view of the projection, nothing is transposed or copied.
+        q, k, v = (rearrange(proj(x), "... t (h d) -> ... t h d", h=self.num_heads)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         if self.rope is not None:
             if token_positions is None:
                 token_positions = torch.arange(offset, offset + seq_len, device=x.device)
-            positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
+            positions = token_positions.unsqueeze(-1)  # broadcast over the head dim
             q, k = self.rope(q, positions), self.rope(k, positions)
+        batch_shape = x.shape[:-2]
+        q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))  # one batch dim
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
         # A single new token may attend to everything cached: no mask needed.
@@ -445,13 +444,15 @@ class MultiHeadSelfAttention(nn.Module):
 
             # is_causal lets torch pick its flash kernel; it aligns the triangle top-left, so a
             # cached prefix (offset > 0) needs the explicit mask instead.
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
             if offset == 0 and mask is not None:
                 out = fused_sdpa(q, k, v, is_causal=True)
             else:
                 out = fused_sdpa(q, k, v, attn_mask=mask)
+            out = out.transpose(1, 2)
         else:
             out = _attention(q, k, v, bias)
-        return self.output_proj(rearrange(out, "... h t d -> ... t (h d)"))
+        return self.output_proj(out.reshape(*batch_shape, seq_len, -1))
 
 
 class TransformerBlock(nn.Module):
