@@ -114,13 +114,11 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
     verdict = ("meets" if stories.get("final_val_loss") is not None
                and stories["final_val_loss"] <= preset.target_val_loss else "misses")
     sections.append(("Main runs (main_experiment)", (
-        reporting.markdown_table([{"corpus": role, **{k: r.get(k) for k in (
-            "status", "steps", "tokens", "final_val_loss", "best_val_loss", "tokens_per_second", "wall_seconds")}}
-            for role, r in mains.items()])
-        + f"\n\nThe stories model reaches validation loss {_fmt(stories.get('final_val_loss'))}, which "
-          f"{verdict} this preset's target of {preset.target_val_loss}. The web-like corpus is harder at the "
-          f"same budget: {_fmt(mains['web'].get('final_val_loss'))} (different tokenizers, so per-token losses "
-          f"are not directly comparable).\n\n{main_table}")))
+        f"The stories model reaches validation loss {_fmt(stories.get('final_val_loss'))} after "
+        f"{stories.get('tokens'):,} tokens in {_fmt(stories.get('wall_seconds'), 0)} s, which {verdict} this "
+        f"preset's target of {preset.target_val_loss}. The web-like corpus is harder at the same budget: "
+        f"{_fmt(mains['web'].get('final_val_loss'))} (different tokenizers, so per-token losses are not "
+        f"directly comparable).\n\n{main_table}")))
 
     for name, question in (("lr_sweep", "learning_rate"), ("batch_size_sweep", "batch_size_experiment"),
                            ("ablations", "layer_norm_ablation, pre_norm_ablation, no_pos_emb, swiglu_ablation")):

@@ -167,12 +167,23 @@ def take_screenshots(out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_dagster_home()
     graph_png, curves_png = out_dir / "asset_graph.png", out_dir / "loss_curves.png"
-    with dagster_dev() as server, chromium_page() as page:
+    with dagster_dev() as server, chromium_page(1800, 1100) as page:
         open_asset_graph(page, server)
+        page.get_by_text("Hide navigation").click()
+        page.locator("button").nth(5).click()  # collapse the group tree beside the graph
+        for _ in range(3):  # zoom out (the button at the bottom of the zoom slider), then centre
+            page.mouse.click(1772, 951)
+            page.wait_for_timeout(400)
+        page.mouse.move(1500, 300)
+        page.mouse.down()
+        page.mouse.move(1620, 360, steps=10)
+        page.mouse.up()
+        page.wait_for_timeout(1500)
         page.screenshot(path=str(graph_png))
+
+        page.set_viewport_size({"width": 2200, "height": 1300})  # room for the whole plot in the dialog
         page.goto(f"{server.url}/assets/lr_sweep_curves", wait_until="domcontentloaded", timeout=120_000)
-        page.get_by_text("Show Markdown").first.wait_for(timeout=120_000)
-        page.get_by_text("Show Markdown").first.click()
+        page.get_by_text("Show Markdown").first.click(timeout=120_000)
         page.locator("img[src^='data:image/png']").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(curves_png))
