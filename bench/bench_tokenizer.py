@@ -154,6 +154,32 @@ def run_child(task: str, args: dict, env: dict | None = None) -> dict:
     return result
 
 
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def available_parallelism(workers: int, n: int = 10_000_000) -> float:
+    """Speedup of `workers` processes over one on a trivially parallel pure-Python loop.
+
+    About `workers` on a quiet machine; near 1 when other load already saturates the cores, in
+    which case no parallel speedup below can show either.
+    """
+    import multiprocessing
+
+    start = time.perf_counter()
+    for _ in range(workers):
+        _burn(n)
+    serial = time.perf_counter() - start
+    with multiprocessing.get_context().Pool(workers) as pool:
+        start = time.perf_counter()
+        pool.map(_burn, [n] * workers)
+        parallel = time.perf_counter() - start
+    return serial / parallel
+
+
 def prepare_corpus(source: Path, prefix_bytes: int, work: Path) -> Path:
     target = work / "corpus.txt"
     opener = gzip.open if source.suffix == ".gz" else open
@@ -206,6 +232,8 @@ def main() -> None:
         work = Path(tmp)
         corpus = prepare_corpus(opts.corpus, opts.prefix_bytes, work)
         size = corpus.stat().st_size
+        print(f"available parallelism at start ({opts.workers} processes vs 1 on a pure-Python loop): "
+              f"{available_parallelism(opts.workers):.2f}x", flush=True)
         print(f"corpus {opts.corpus} ({'prefix ' + str(opts.prefix_bytes) + ' bytes' if opts.prefix_bytes else 'whole'}): "
               f"{size:,} bytes; {opts.workers} workers; {opts.repeats} repeats; python {platform.python_version()}; "
               f"{os.cpu_count()} cpus; {platform.platform()}")
@@ -242,6 +270,8 @@ def main() -> None:
             print("  encode repeat {}: tiktoken {:.2f}s, ours {:.2f}s, encode_file 1 worker {:.2f}s, {} workers {:.2f}s".format(
                 repeat + 1, runs["tiktoken"][-1]["seconds"], runs["ours"][-1]["seconds"], runs["file1"][-1]["seconds"],
                 opts.workers, runs["file2"][-1]["seconds"]), flush=True)
+        print(f"available parallelism now ({opts.workers} processes vs 1 on a pure-Python loop): "
+              f"{available_parallelism(opts.workers):.2f}x", flush=True)
         reference = np.load(work / "tiktoken.npy")
         for name in ("ours", "file1", "file2"):
             if not np.array_equal(np.load(work / f"{name}.npy"), reference):
