@@ -13,6 +13,7 @@ from dagster import AssetKey, DagsterInstance
 from conftest import REPO_ROOT, dagster_env, run_cli
 
 
+@pytest.mark.slow
 def test_materialize_one_partition_with_run_config(tiny_graph, tmp_path):
     _, _, data = tiny_graph
     home = tmp_path / "dagster_home"
