@@ -70,20 +70,23 @@ def _load_ours(args: dict):
     return Tokenizer.from_files(Path(args["tok_dir"]) / "vocab.json", Path(args["tok_dir"]) / "merges.txt", [EOT])
 
 
-def child_encode_ours(args: dict) -> dict:
+def _timed_encode(encode, args: dict) -> dict:
+    """Time `encode` on the whole corpus (read beforehand) and save the ids for the comparison."""
     import numpy as np
 
-    tokenizer = _load_ours(args)
     text = Path(args["corpus"]).read_text(encoding="utf-8")
     start = time.perf_counter()
-    ids = tokenizer.encode(text)
+    ids = encode(text)
     seconds = time.perf_counter() - start
     np.save(args["ids_out"], np.array(ids, dtype=np.uint16))
     return {"seconds": seconds, "tokens": len(ids)}
 
 
+def child_encode_ours(args: dict) -> dict:
+    return _timed_encode(_load_ours(args).encode, args)
+
+
 def child_encode_tiktoken(args: dict) -> dict:
-    import numpy as np
     import tiktoken
 
     from cs336_core.tokenization import GPT2_PRETOKENIZE_PATTERN
@@ -93,12 +96,7 @@ def child_encode_tiktoken(args: dict) -> dict:
     ranks = {token: i for i, token in ours.vocab.items() if i not in special_ids}
     encoding = tiktoken.Encoding(name="ours-10k", pat_str=GPT2_PRETOKENIZE_PATTERN, mergeable_ranks=ranks,
                                  special_tokens=dict(ours.special_to_id))
-    text = Path(args["corpus"]).read_text(encoding="utf-8")
-    start = time.perf_counter()
-    ids = encoding.encode(text, allowed_special="all")
-    seconds = time.perf_counter() - start
-    np.save(args["ids_out"], np.array(ids, dtype=np.uint16))
-    return {"seconds": seconds, "tokens": len(ids)}
+    return _timed_encode(lambda text: encoding.encode(text, allowed_special="all"), args)
 
 
 def child_encode_file_ours(args: dict) -> dict:

@@ -209,12 +209,13 @@ def _map_in_order(function, items: Iterable, num_workers: int, initializer=None,
             yield pending.popleft().get()
 
 
-def _resolve_workers(num_workers: int | None) -> int:
-    if num_workers is None:
-        return os.cpu_count() or 1
-    if num_workers < 1:
+def _file_job_arguments(input_path: str | os.PathLike, num_workers: int | None, invalid_utf8: str) -> tuple[Path, int]:
+    """Check the options shared by `train_bpe` and `encode_file`; returns (path, worker count)."""
+    if invalid_utf8 not in INVALID_UTF8_POLICIES:
+        raise ValueError(f"invalid_utf8 must be one of {INVALID_UTF8_POLICIES}, got {invalid_utf8!r}")
+    if num_workers is not None and num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-    return num_workers
+    return Path(input_path), num_workers or os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,21 +332,19 @@ def _apply_merge(words: list[list[int]], counts: list[int], pair_counts: dict[in
                 i += 1
                 continue
             pair_counts[merged_key] -= count
+            replaced = []  # (lost pair, gained pair) on each side of this occurrence
             if i > 0:  # the left neighbour now pairs with the new token
                 left = word[i - 1]
-                pair_counts[(b if left == new_id else left) * stride + a] -= count
-                new_key = left * stride + new_id
-                pair_counts[new_key] += count
-                pair_words[new_key].append(index)
-                increased.add(new_key)
+                replaced.append(((b if left == new_id else left) * stride + a, left * stride + new_id))
             # The right neighbour, unless it starts the next occurrence (handled as its left).
             if i + 2 < len(word) and not (word[i + 2] == a and i + 3 < len(word) and word[i + 3] == b):
                 right = word[i + 2]
-                pair_counts[b * stride + right] -= count
-                new_key = new_id * stride + right
-                pair_counts[new_key] += count
-                pair_words[new_key].append(index)
-                increased.add(new_key)
+                replaced.append((b * stride + right, new_id * stride + right))
+            for lost_key, gained_key in replaced:
+                pair_counts[lost_key] -= count
+                pair_counts[gained_key] += count
+                pair_words[gained_key].append(index)
+                increased.add(gained_key)
             word[i:i + 2] = [new_id]
             i += 1
     return increased
@@ -378,11 +377,7 @@ def train_bpe(input_path: str | os.PathLike, vocab_size: int, special_tokens: li
         raise ValueError(f"vocab_size must be an int, got {vocab_size!r}")
     if vocab_size < 256 + len(specials):
         raise ValueError(f"vocab_size {vocab_size} is below 256 bytes + {len(specials)} special tokens = {256 + len(specials)}")
-    if invalid_utf8 not in INVALID_UTF8_POLICIES:
-        raise ValueError(f"invalid_utf8 must be one of {INVALID_UTF8_POLICIES}, got {invalid_utf8!r}")
-    workers = _resolve_workers(num_workers)
-    path = Path(input_path)
-
+    path, workers = _file_job_arguments(input_path, num_workers, invalid_utf8)
     total_bytes = _input_size(path)
     word_counts: collections.Counter[bytes] = collections.Counter()
     done_bytes = 0
@@ -713,10 +708,7 @@ def encode_file(tokenizer: Tokenizer, input_path: str | os.PathLike, output_path
     import numpy as np
     from numpy.lib import format as npy_format
 
-    if invalid_utf8 not in INVALID_UTF8_POLICIES:
-        raise ValueError(f"invalid_utf8 must be one of {INVALID_UTF8_POLICIES}, got {invalid_utf8!r}")
-    workers = _resolve_workers(num_workers)
-    path = Path(input_path)
+    path, workers = _file_job_arguments(input_path, num_workers, invalid_utf8)
     start = time.perf_counter()
     total_bytes = _input_size(path)
     dtype = _token_dtype(tokenizer)

@@ -167,6 +167,11 @@ def test_train_rejects_bad_arguments(corpus, vocab_size, specials, message):
         train_bpe(corpus, vocab_size, specials, num_workers=1)
 
 
+def test_train_rejects_bad_worker_count(corpus):
+    with pytest.raises(ValueError, match="num_workers must be >= 1, got 0"):
+        train_bpe(corpus, 300, [], num_workers=0)
+
+
 def test_train_rejects_missing_and_empty_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         train_bpe(tmp_path / "nope.txt", 300, [])
