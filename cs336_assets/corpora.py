@@ -2,12 +2,17 @@
 
 The preset says where a role's text comes from: the procedural stories generator, this Python's
 stdlib prose, the handout's downloads (TinyStories, OWT sample) or local files. Run config can
-point a role at local files instead (`local_train_path`, optional `local_valid_path`).
+point a role at local files instead (`local_train_path`, optional `local_valid_path`) or at other
+URLs (`train_url` + `valid_url`). Downloads are cached per URL under <data>/downloads/.
 """
 
 
+import contextlib
 import dataclasses
+import hashlib
+import os
 import shutil
+from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 
@@ -25,11 +30,18 @@ class CorpusConfig(Config):
 
     local_train_path: str = ""
     local_valid_path: str = ""
+    train_url: str = ""  # download from these instead (both needed)
+    valid_url: str = ""
     valid_fraction: float = -1.0  # < 0: the preset's
 
 
 def resolve_spec(preset: Preset, role: str, config: CorpusConfig) -> CorpusSpec:
     spec = preset.corpora[role]
+    if bool(config.train_url) != bool(config.valid_url):
+        raise ValueError(f"give both train_url and valid_url to download the {role} corpus "
+                         f"(got train_url={config.train_url!r}, valid_url={config.valid_url!r})")
+    if config.train_url:
+        spec = CorpusSpec("download", train_url=config.train_url, valid_url=config.valid_url)
     if config.local_train_path:
         spec = CorpusSpec("local", train_path=config.local_train_path, valid_path=config.local_valid_path,
                           valid_fraction=spec.valid_fraction, seed=spec.seed)
@@ -38,19 +50,36 @@ def resolve_spec(preset: Preset, role: str, config: CorpusConfig) -> CorpusSpec:
     return spec
 
 
+def _place(src, dest: Path, link: bool = False) -> None:
+    """Put a copy of `src` at `dest` atomically; `link` hard-links instead when it can (for our own
+    download cache: no second copy of a multi-GB corpus)."""
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"corpus file not found: {src}")
+    with atomic_path(dest) as tmp:
+        if link:
+            with contextlib.suppress(OSError):  # another filesystem, or links not allowed: copy
+                tmp.unlink()
+                os.link(src, tmp)
+                return
+        shutil.copyfile(src, tmp)
+
+
 def _materialize_corpus(context: AssetExecutionContext, workspace: Workspace, spec: CorpusSpec, role: str) -> dict:
     """Write <data>/corpora/<role>/{train,valid}.txt from `spec`; returns per-split stats."""
     out = workspace.corpus_dir(role)
     train, valid = out / "train.txt", out / "valid.txt"
     progress = progress_logger(context)
     if spec.source == "download":
-        for url, dest in ((spec.train_url, train), (spec.valid_url, valid)):
-            context.log.info(f"downloading {url} -> {dest}")
-            corpora.download(url, dest, progress=progress)
+        for url, sha256, dest in ((spec.train_url, spec.train_sha256, train), (spec.valid_url, spec.valid_sha256, valid)):
+            # Kept per URL under downloads/, so a rerun neither fetches again nor mixes up sources.
+            cached = workspace.path("downloads", hashlib.sha256(url.encode()).hexdigest()[:16],
+                                    url.rsplit("/", 1)[-1].removesuffix(".gz"))
+            context.log.info(f"downloading {url} -> {cached}")
+            corpora.download(url, cached, sha256=sha256 or None, progress=progress)
+            _place(cached, dest, link=True)
     elif spec.source == "local" and spec.valid_path:
         for src, dest in ((spec.train_path, train), (spec.valid_path, valid)):
-            with atomic_path(dest) as tmp:
-                shutil.copyfile(src, tmp)
+            _place(src, dest)
     else:
         whole = out / "all.txt"
         if spec.source == "generated_stories":

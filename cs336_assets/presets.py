@@ -46,6 +46,8 @@ class CorpusSpec:
     valid_fraction: float = 0.05
     train_url: str = ""
     valid_url: str = ""
+    train_sha256: str = ""  # of the bytes as served (the .gz for OWT); empty: not checked
+    valid_sha256: str = ""
     train_path: str = ""
     valid_path: str = ""
 

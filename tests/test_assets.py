@@ -161,3 +161,41 @@ def test_missing_local_corpus_is_a_clear_error(tmp_path):
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert f"corpus file not found: {missing}" in failure.event_specific_data.error.to_string()
     assert not (tmp_path / "corpora" / "stories" / "train.txt").exists()
+
+
+def test_download_source_through_a_local_http_server(tmp_path):
+    """The download path of a corpus asset (the cpu/h100 presets' source), served from 127.0.0.1."""
+    import functools
+    import gzip
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    train_text = "".join(f"Story {i}: a cat sat on a mat.\n<|endoftext|>\n" for i in range(200))
+    (served / "train.txt.gz").write_bytes(gzip.compress(train_text.encode()))
+    (served / "valid.txt").write_text("A dog ran.\n<|endoftext|>\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    data = tmp_path / "data"
+    defs = build_defs("test", data)
+    config = {"ops": {"stories_corpus": {"config": {"train_url": f"{base}/train.txt.gz",
+                                                    "valid_url": f"{base}/valid.txt"}}}}
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            result = materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                                 selection=["stories_corpus"], run_config=config)
+            missing = materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                                  selection=["stories_corpus"], raise_on_error=False,
+                                  run_config={"ops": {"stories_corpus": {"config": {
+                                      "train_url": f"{base}/absent.txt", "valid_url": f"{base}/valid.txt"}}}})
+    finally:
+        server.shutdown()
+    assert result.success
+    assert (data / "corpora" / "stories" / "train.txt").read_text() == train_text  # gunzipped
+    metadata = materializations([result])[("stories_corpus", None)]
+    assert metadata["source"] == "download" and metadata["train_documents"] == 200
+    assert not missing.success  # a 404 fails the asset and leaves the earlier good files in place
+    assert (data / "corpora" / "stories" / "train.txt").read_text() == train_text
