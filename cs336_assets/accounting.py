@@ -35,7 +35,7 @@ def build(preset: Preset) -> list[AssetsDefinition]:
         name="accounting_tables",
         group_name=GROUP,
         kinds={"python"},
-        code_version=code_version(("accounting",), {"model": preset.model.to_dict(), "batch": preset.run.batch_size}),
+        code_version=code_version(__file__, ("accounting",), {"model": preset.model.to_dict(), "batch": preset.run.batch_size}),
         description="Parameter, FLOP and memory accounting: the handout's GPT-2 tables, the GPT-2 XL AdamW "
                     "answers and this preset's own models.",
     )

@@ -17,13 +17,13 @@ from cs336_assets.presets import Preset
 from cs336_core.progress import ThrottledLog
 
 
-def code_version(core_modules: tuple[str, ...], config: Any) -> str:
-    """Hash of the cs336_core modules an asset calls plus the configuration it runs with.
+def code_version(asset_file: str, core_modules: tuple[str, ...], config: Any) -> str:
+    """Hash of the asset's own module, the cs336_core modules it calls and the configuration it runs with.
 
-    Changing the tokenizer code, the model code or a preset knob therefore changes the version,
-    and Dagster marks the asset and everything downstream of it stale.
+    Changing the tokenizer code, the model code, the asset or a preset knob therefore changes the
+    version, and Dagster marks the asset and everything downstream of it stale.
     """
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(Path(asset_file).read_bytes())
     for name in sorted(core_modules):
         spec = importlib.util.find_spec(f"cs336_core.{name}")
         if spec is None or spec.origin is None:

@@ -104,7 +104,7 @@ def _corpus_asset(preset: Preset, role: str) -> AssetsDefinition:
         name=f"{role}_corpus",
         group_name=GROUP,
         kinds={"python"},
-        code_version=code_version(("corpora",), dataclasses.asdict(spec)),
+        code_version=code_version(__file__, ("corpora",), dataclasses.asdict(spec)),
         description=f"The {role} corpus ({spec.source}), split into train.txt and valid.txt.",
     )
     def corpus_asset(context: AssetExecutionContext, config: CorpusConfig, workspace: Workspace) -> MaterializeResult:

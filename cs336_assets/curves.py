@@ -61,7 +61,7 @@ def _curves_asset(preset: Preset, name: str, run_asset: str, keys: list[str], ti
         group_name=GROUP,
         deps=[run_asset] if isinstance(run_asset, str) else run_asset,
         kinds={"pandas"},
-        code_version=code_version(("reporting",), {"keys": keys}),
+        code_version=code_version(__file__, ("reporting",), {"keys": keys}),
         description=f"{title}: table of step, wall-clock, train and val loss per variant, and a PNG plot.",
     )
     def curves_asset(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:

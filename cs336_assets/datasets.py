@@ -24,7 +24,7 @@ def _tokens_asset(preset: Preset, role: str) -> AssetsDefinition:
         group_name=GROUP,
         deps=[f"{role}_corpus", f"{role}_tokenizer"],
         kinds={"numpy"},
-        code_version=code_version(("tokenization",), dataclasses.asdict(preset.tokenizers[role])),
+        code_version=code_version(__file__, ("tokenization",), dataclasses.asdict(preset.tokenizers[role])),
         description=f"The {role} train and valid splits encoded with the {role} tokenizer (uint16 .npy).",
     )
     def tokens_asset(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:

@@ -36,7 +36,7 @@ def build(preset: Preset) -> list[AssetsDefinition]:
         group_name=GROUP,
         deps=[f"{role}_tokenizer" for role in ROLES] + [f"{role}_corpus" for role in ROLES],
         kinds={"pandas"},
-        code_version=code_version(("tokenization", "corpora"), {"docs": preset.tokenizer_experiment_docs,
+        code_version=code_version(__file__, ("tokenization", "corpora"), {"docs": preset.tokenizer_experiment_docs,
                                                                 "throughput_bytes": THROUGHPUT_BYTES}),
         description="Compression ratio (bytes/token) of each tokenizer on sampled documents of each corpus "
                     "(including the cross case), throughput and the projected time to tokenize the Pile.",

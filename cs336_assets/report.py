@@ -149,7 +149,7 @@ def build(preset: Preset) -> list[AssetsDefinition]:
         deps=["tokenizer_experiments", "accounting_tables", "samples", "main_runs_curves"]
         + [f"{name}_curves" for name in SWEEPS],
         kinds={"markdown"},
-        code_version=code_version(("reporting",), {"preset": preset.name}),
+        code_version=code_version(__file__, ("reporting",), {"preset": preset.name}),
         description="The writeup: the handout's questions answered with this run's numbers, curves and samples.",
     )
     def report(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:

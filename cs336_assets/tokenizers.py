@@ -41,7 +41,7 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
         group_name=GROUP,
         deps=[f"{role}_corpus"],
         kinds={"python"},
-        code_version=code_version(("tokenization",), dataclasses.asdict(spec)),
+        code_version=code_version(__file__, ("tokenization",), dataclasses.asdict(spec)),
         description=f"Byte-level BPE, {spec.vocab_size:,} tokens, trained on the {role} train split "
                     "(vocab.json + merges.txt in GPT-2's format).",
     )

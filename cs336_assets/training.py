@@ -170,7 +170,7 @@ def _main_run_asset(preset: Preset, role: str) -> AssetsDefinition:
         deps=[f"{role}_tokens"],
         kinds={"pytorch"},
         check_specs=checks,
-        code_version=code_version(CORE_MODULES, {"run": dataclasses.asdict(preset.run),
+        code_version=code_version(__file__, CORE_MODULES, {"run": dataclasses.asdict(preset.run),
                                                  "model": preset.model_for(role).to_dict()}),
         description=f"The main training run on the {role} corpus (checkpoint + metrics).",
     )
@@ -201,7 +201,7 @@ def _sweep_asset(preset: Preset, name: str, keys: list[str], description: str, v
         kinds={"pytorch"},
         partitions_def=StaticPartitionsDefinition(keys),
         check_specs=[AssetCheckSpec("no_nan_in_metrics", asset=name)],
-        code_version=code_version(CORE_MODULES, {"run": dataclasses.asdict(preset.run),
+        code_version=code_version(__file__, CORE_MODULES, {"run": dataclasses.asdict(preset.run),
                                                  "sweep": dataclasses.asdict(preset.sweep),
                                                  "model": preset.model_for(SWEEP_ROLE).to_dict()}),
         description=description,
