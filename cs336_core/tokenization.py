@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import sys
 import time
 from functools import lru_cache
@@ -199,7 +200,9 @@ def _map_in_order(function, items: Iterable, num_workers: int, initializer=None,
         return
     import multiprocessing
 
-    with multiprocessing.get_context().Pool(num_workers, initializer=initializer, initargs=initargs) as pool:
+    with multiprocessing.get_context().Pool(
+        num_workers, initializer=_init_worker_process, initargs=(initializer, initargs)
+    ) as pool:
         pending: collections.deque = collections.deque()
         for item in items:
             pending.append(pool.apply_async(function, (item,)))
@@ -207,6 +210,20 @@ def _map_in_order(function, items: Iterable, num_workers: int, initializer=None,
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+        # Let the workers exit on their own: `Pool.__exit__` terminates them with SIGTERM, which a
+        # forked worker ignores when it inherited a Python SIGTERM handler (Dagster installs one
+        # while a run executes), and the pool would then wait on it forever.
+        pool.close()
+        pool.join()
+
+
+def _init_worker_process(initializer, initargs) -> None:
+    # Workers forked from a host that handles SIGTERM/SIGINT itself (Dagster, a web server) must
+    # still die on the pool's SIGTERM when the parent fails, and must leave Ctrl-C to the parent.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _file_job_arguments(input_path: str | os.PathLike, num_workers: int | None, invalid_utf8: str) -> tuple[Path, int]:
