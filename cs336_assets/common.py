@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
-import signal
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from dagster import MetadataValue
 
@@ -98,25 +96,3 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-
-
-@contextlib.contextmanager
-def default_signal_handlers() -> Iterator[None]:
-    """Run a block with the default SIGTERM/SIGINT handlers, restoring Dagster's afterwards.
-
-    Core's tokenizer forks a multiprocessing pool and terminates it with SIGTERM on exit. Forked
-    workers inherit Dagster's interrupt handler, which raises inside a worker that may hold the
-    pool's queue lock, and the pool then deadlocks on shutdown. Workers forked inside this block
-    get the default handlers and simply exit.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)

@@ -7,7 +7,7 @@ import numpy as np
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, AssetsDefinition,
                      MaterializeResult, MetadataValue, asset, asset_check)
 
-from cs336_assets.common import code_version, default_signal_handlers, knobs_metadata, progress_logger
+from cs336_assets.common import code_version, knobs_metadata, progress_logger
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.tokenizers import load_tokenizer
@@ -33,9 +33,8 @@ def _tokens_asset(preset: Preset, role: str) -> AssetsDefinition:
         for split in SPLITS:
             out = workspace.tokens_path(role, split)
             context.log.info(f"encoding {role}/{split} -> {out}")
-            with default_signal_handlers():
-                stats = tokenization.encode_file(tokenizer, workspace.corpus_dir(role) / f"{split}.txt", out,
-                                                 progress=progress_logger(context))
+            stats = tokenization.encode_file(tokenizer, workspace.corpus_dir(role) / f"{split}.txt", out,
+                                             progress=progress_logger(context))
             ids = load_tokens(out)
             metadata.update({
                 f"{split}_tokens": int(stats["tokens"]),

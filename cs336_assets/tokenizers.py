@@ -9,7 +9,7 @@ from pathlib import Path
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, AssetsDefinition,
                      MaterializeResult, MetadataValue, asset, asset_check)
 
-from cs336_assets.common import PeakMemory, code_version, default_signal_handlers, knobs_metadata, progress_logger
+from cs336_assets.common import PeakMemory, code_version, knobs_metadata, progress_logger
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_core import reporting, tokenization
@@ -50,7 +50,7 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
         train_path = workspace.corpus_dir(role) / "train.txt"
         vocab_path, merges_path = tokenizer_files(workspace, role)
         start = time.perf_counter()
-        with PeakMemory() as memory, default_signal_handlers():
+        with PeakMemory() as memory:
             vocab, merges = tokenization.train_bpe(train_path, spec_now.vocab_size, list(spec_now.special_tokens),
                                                    progress=progress_logger(context))
         seconds = time.perf_counter() - start
@@ -105,9 +105,8 @@ def _merges_reproducible_check(role: str):
                 head = f.read(REPRO_SLICE_BYTES)
             slice_path.write_bytes(head.decode("utf-8", errors="ignore").encode("utf-8"))
             small_vocab = min(spec.vocab_size, 256 + len(spec.special_tokens) + REPRO_EXTRA_MERGES)
-            with default_signal_handlers():
-                serial = tokenization.train_bpe(slice_path, small_vocab, list(spec.special_tokens), num_workers=1)
-                parallel = tokenization.train_bpe(slice_path, small_vocab, list(spec.special_tokens), num_workers=2)
+            serial = tokenization.train_bpe(slice_path, small_vocab, list(spec.special_tokens), num_workers=1)
+            parallel = tokenization.train_bpe(slice_path, small_vocab, list(spec.special_tokens), num_workers=2)
         round_trip = reloaded == (vocab, merges)
         deterministic = serial == parallel
         return AssetCheckResult(passed=round_trip and deterministic, metadata={
