@@ -54,6 +54,24 @@ def _pretokenize(text: str) -> list[str]:
     return (_PRETOKENIZE_ASCII if text.isascii() else _PRETOKENIZE).findall(text)
 
 
+# --- optional C accelerator (cs336_core/_fastbpe.c, built by setup.py when a compiler exists) ---
+# It splits pure-ASCII stretches into pre-tokens and looks them up in the tokenizer's cache in C,
+# calling back into this module's BPE and regex path for new pre-tokens and non-ASCII text; the
+# pure-Python code below stays the reference. CS336_PURE_PYTHON=1 forces the pure path.
+def _load_accelerator():
+    if os.environ.get("CS336_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from cs336_core import _fastbpe
+    except ImportError:
+        return None
+    return _fastbpe
+
+
+_FASTBPE = _load_accelerator()
+# --- end of accelerator loading ---
+
+
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
 
@@ -532,6 +550,8 @@ class Tokenizer:
             self._merge_ranks.setdefault((ids[0], ids[1]), rank)  # a repeated merge never applies again
             self._merged_id_of_rank.append(ids[2])
         self._pretoken_cache: dict[str, list[int]] = {}
+        # The C accelerator's copy of the merge table, or None for the pure-Python path.
+        self._merger = _FASTBPE.Merger(self._byte_ids, self._merge_ranks, self._merged_id_of_rank) if _FASTBPE else None
 
     @classmethod
     def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
@@ -550,7 +570,10 @@ class Tokenizer:
         return max(self.vocab)
 
     def _bpe(self, pretoken: str) -> list[int]:
-        """Token ids of one pre-token: apply the lowest-ranked merge present until none is."""
+        """Token ids of one pre-token: apply the lowest-ranked merge present until none is.
+
+        (The accelerator's `Merger.bpe` in cs336_core/_fastbpe.c is this loop in C: keep them in step.)
+        """
         ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
         rank_of = self._merge_ranks.get
         merged_id_of_rank = self._merged_id_of_rank
@@ -576,7 +599,8 @@ class Tokenizer:
         return ids
 
     def _encode_pretoken(self, pretoken: str) -> list[int]:
-        ids = self._pretoken_cache[pretoken] = self._bpe(pretoken)
+        bpe = self._bpe if self._merger is None else self._merger.bpe  # (the same algorithm in C)
+        ids = self._pretoken_cache[pretoken] = bpe(pretoken)
         return ids
 
     def _encode_plain(self, text: str, out: list[int]) -> None:
@@ -588,6 +612,9 @@ class Tokenizer:
         cache = self._pretoken_cache
         if len(cache) >= self.CACHE_LIMIT:
             cache.clear()
+        if self._merger is not None:  # the same work in C, handing non-ASCII text to _encode_from
+            _FASTBPE.encode_plain(text, out, cache, self._merger, self._encode_from)
+            return
         pretokens = _pretokenize(text)
         start = len(out)
         try:
@@ -597,6 +624,22 @@ class Tokenizer:
             for pretoken in set(pretokens).difference(cache):
                 self._encode_pretoken(pretoken)
             out += itertools.chain.from_iterable(map(cache.__getitem__, pretokens))
+
+    def _encode_from(self, text: str, pos: int, out: list[int]) -> int:
+        """Append the ids of the pre-tokens from `pos` (a pre-token boundary) on, until plain ASCII
+        text follows again; returns where that is (a pre-token boundary too).
+
+        The accelerator hands non-ASCII stretches to this, GPT-2's own regex (which looks only
+        forward, so matching from a boundary gives the pre-tokens of the whole text).
+        """
+        cache = self._pretoken_cache
+        for match in _PRETOKENIZE.finditer(text, pos):
+            pretoken = match.group()
+            out += cache.get(pretoken) or self._encode_pretoken(pretoken)
+            end = match.end()
+            if text[end:end + 2].isascii():
+                return end
+        return len(text)
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
