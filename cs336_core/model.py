@@ -246,6 +246,8 @@ class RotaryPositionalEmbedding(nn.Module):
 def _rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """(x[2k], x[2k+1]) -> (x[2k] cos - x[2k+1] sin, x[2k] sin + x[2k+1] cos), written in place of a stack."""
     x_even, x_odd = x[..., 0::2], x[..., 1::2]
+    if torch.compiler.is_compiling():  # the compiler fuses this itself and rejects out= below
+        return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
     out = torch.empty(torch.broadcast_shapes(x.shape, (*cos.shape[:-1], x.shape[-1])), dtype=x.dtype, device=x.device)
     out_even, out_odd = out[..., 0::2], out[..., 1::2]
     torch.mul(x_even, cos, out=out_even).addcmul_(x_odd, sin, value=-1)
@@ -316,6 +318,10 @@ def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
     """q (batch, T, heads, d_k), k/v (batch, S, heads, d); bias None, (T, S) or (batch, heads, T, S)."""
+    if torch.compiler.is_compiling():  # torch.compile cannot trace _Attention's out= writes; same math
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        return (softmax(scores if bias is None else scores + bias, dim=-1) @ v).transpose(1, 2)
     return _Attention.apply(q, k, v, q.new_zeros(()) if bias is None else bias)
 
 

@@ -309,3 +309,19 @@ def test_attention_with_batch_masks_matches_torch_incl_gradients():
         grads = torch.autograd.grad(expected.sum(), (q, k, v))
         for ours, ref in zip(torch.autograd.grad(out.sum(), (q, k, v)), grads):
             torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager():
+    torch.manual_seed(0)
+    model = TransformerLM(**{**SMALL, "num_layers": 1})
+    ids = torch.randint(0, SMALL["vocab_size"], (2, 16))
+    eager = model(ids)
+    eager.sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled = torch.compile(model)(ids)
+    compiled.sum().backward()
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    for p, g in zip(model.parameters(), eager_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-4)

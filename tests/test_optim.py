@@ -148,7 +148,7 @@ def test_overfits_one_batch():
     inputs, targets = ids[:, :-1], ids[:, 1:]
     opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
     first = None
-    for _ in range(100):
+    for _ in range(60):
         loss = cross_entropy(model(inputs), targets)
         first = first if first is not None else loss.item()
         opt.zero_grad()
@@ -156,7 +156,7 @@ def test_overfits_one_batch():
         clip_gradients(model.parameters(), 1.0)
         opt.step()
     assert first > 3.0
-    assert loss.item() < 0.01, loss.item()
+    assert loss.item() < 0.02, loss.item()
 
 
 def test_cross_entropy_gradient_matches_numerical():
