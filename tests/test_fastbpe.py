@@ -172,3 +172,17 @@ def test_pure_python_env_var_disables_the_accelerator():
         outputs[value] = result.stdout.split(" ", 1)
     assert outputs["1"][0] == "True" and outputs["0"][0] == "False"
     assert outputs["1"][1] == outputs["0"][1] == str(list(b"it's  x")) + "\n"
+
+
+def test_missing_extension_falls_back_to_pure_python():
+    # As on a machine without a C compiler: the import fails and encode takes the Python path.
+    script = (
+        "import sys; sys.modules['cs336_core._fastbpe'] = None\n"
+        "from cs336_core import tokenization\n"
+        "t = tokenization.Tokenizer({b: bytes([b]) for b in range(256)}, [])\n"
+        "print(tokenization._FASTBPE is None, t._merger is None, t.encode('h\u00e9 x'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected_ids = list("h\u00e9 x".encode("utf-8"))
+    assert result.stdout == f"True True {expected_ids}\n"
