@@ -56,7 +56,7 @@ class PeakMemory:
     memory in use when the block started (what the work itself needed).
     """
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.1):
         self.interval = interval
         self.baseline_bytes = 0
         self.peak_bytes = 0
@@ -69,13 +69,15 @@ class PeakMemory:
 
     @staticmethod
     def _tree_rss() -> int:
+        """This process's resident memory plus each child's unique memory (a forked worker shares
+        the parent's pages copy-on-write; counting its full RSS would count them twice)."""
         import psutil
 
         me = psutil.Process()
-        total = 0
-        for proc in [me, *me.children(recursive=True)]:
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
             try:
-                total += proc.memory_info().rss
+                total += child.memory_full_info().uss
             except psutil.Error:
                 pass  # a worker that just exited
         return total
