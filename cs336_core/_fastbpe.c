@@ -7,7 +7,8 @@
  *     characters, following the pattern
  *         '(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  *     with \p{L} = [A-Za-z], \p{N} = [0-9] and \s = [\t\n\v\f\r ] (their ASCII members);
- *   - each pre-token is looked up in the tokenizer's cache dict (str -> list of ids); a miss is
+ *   - each pre-token is looked up in a small table of recent pre-tokens kept by the Merger, then in
+ *     the tokenizer's cache dict (str -> list of ids); a miss in both is
  *     encoded by `merger` (a Merger: the same merge loop as Tokenizer._bpe, over a C hash table of
  *     the merge ranks) and stored in the cache;
  *   - as soon as deciding a pre-token would need the class of a non-ASCII character (a letter? a
@@ -87,8 +88,20 @@ typedef struct {
     uint32_t rank;
 } RankSlot;
 
+/* A small direct-mapped table of recent pre-tokens in front of the cache dict: a hit costs a short
+   hash and compare of the characters in place, instead of making a str, hashing it and probing the
+   dict. Entries are (pre-token str, its ids list), both owned; ids never change for a pre-token. */
+#define RECENT_SLOTS 8192
+#define RECENT_MAX_LEN 24
+
+typedef struct {
+    PyObject *pretoken;  /* an ASCII str, or NULL */
+    PyObject *ids;
+} RecentSlot;
+
 typedef struct {
     PyObject_HEAD
+    RecentSlot *recent;
     uint32_t byte_ids[256];
     uint32_t *merged_id_of_rank;
     Py_ssize_t num_ranks;
@@ -120,7 +133,17 @@ static int read_u32(PyObject *obj, uint32_t *value, const char *what) {
     return 0;
 }
 
+static void clear_recent(MergerObject *self) {
+    if (self->recent == NULL) return;
+    for (size_t i = 0; i < RECENT_SLOTS; i++) {
+        Py_CLEAR(self->recent[i].pretoken);
+        Py_CLEAR(self->recent[i].ids);
+    }
+}
+
 static void Merger_dealloc(MergerObject *self) {
+    clear_recent(self);
+    PyMem_Free(self->recent);
     PyMem_Free(self->slots);
     PyMem_Free(self->merged_id_of_rank);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -172,6 +195,11 @@ static int Merger_init(MergerObject *self, PyObject *args, PyObject *kwds) {
     }
     Py_DECREF(merged_seq);
 
+    clear_recent(self);
+    if (self->recent == NULL && (self->recent = PyMem_Calloc(RECENT_SLOTS, sizeof(RecentSlot))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     size_t size = 16;
     while (size < 2 * (size_t)PyDict_GET_SIZE(merge_ranks) + 1) size <<= 1;
     PyMem_Free(self->slots);
@@ -309,6 +337,16 @@ static PyTypeObject MergerType = {
 
 /* --------------------------------------------------------------------------------------------- */
 
+/* Whether text[p:p+len] equals `ascii`, a compact ASCII str. */
+static inline int same_ascii_chars(int kind, const void *data, Py_ssize_t p, Py_ssize_t len, PyObject *ascii) {
+    if (PyUnicode_GET_LENGTH(ascii) != len) return 0;
+    const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(ascii);
+    if (kind == PyUnicode_1BYTE_KIND) return memcmp((const Py_UCS1 *)data + p, chars, (size_t)len) == 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (PyUnicode_READ(kind, data, p + i) != chars[i]) return 0;
+    return 1;
+}
+
 static int extend_list(PyObject *out, PyObject *ids) {
     if (PyList_CheckExact(ids)) {
         Py_ssize_t k = PyList_GET_SIZE(ids);
@@ -327,7 +365,7 @@ static PyObject *encode_plain(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "UO!O!O!O:encode_plain", &text, &PyList_Type, &out, &PyDict_Type, &cache,
                           &MergerType, &merger, &encode_from))
         return NULL;
-    if (merger->slots == NULL) {
+    if (merger->slots == NULL || merger->recent == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Merger was not initialised");
         return NULL;
     }
@@ -350,21 +388,39 @@ static PyObject *encode_plain(PyObject *self, PyObject *args) {
             p = next;
             continue;
         }
+        const Py_ssize_t len = end - p;
+        RecentSlot *slot = NULL;
+        if (len <= RECENT_MAX_LEN) {
+            uint32_t h = 2166136261u;  /* FNV-1a */
+            for (Py_ssize_t i = p; i < end; i++) h = (h ^ PyUnicode_READ(kind, data, i)) * 16777619u;
+            slot = &merger->recent[(h ^ (h >> 15)) & (RECENT_SLOTS - 1)];
+            if (slot->pretoken != NULL && same_ascii_chars(kind, data, p, len, slot->pretoken)) {
+                if (extend_list(out, slot->ids) < 0) return NULL;
+                p = end;
+                continue;
+            }
+        }
         PyObject *pretoken = PyUnicode_Substring(text, p, end);
         if (pretoken == NULL) return NULL;
-        PyObject *ids = PyDict_GetItemWithError(cache, pretoken);  /* borrowed */
-        int status;
+        PyObject *ids = PyDict_GetItemWithError(cache, pretoken);
         if (ids != NULL) {
-            status = extend_list(out, ids);
-        } else if (PyErr_Occurred()) {
-            status = -1;
-        } else {
-            PyObject *new_ids = merger_bpe_str(merger, pretoken);
-            status = new_ids == NULL || PyDict_SetItem(cache, pretoken, new_ids) < 0 ? -1 : extend_list(out, new_ids);
-            Py_XDECREF(new_ids);
+            Py_INCREF(ids);
+        } else if (!PyErr_Occurred()) {
+            ids = merger_bpe_str(merger, pretoken);
+            if (ids != NULL && PyDict_SetItem(cache, pretoken, ids) < 0) Py_CLEAR(ids);
         }
-        Py_DECREF(pretoken);
-        if (status < 0) return NULL;
+        if (ids == NULL || extend_list(out, ids) < 0) {
+            Py_DECREF(pretoken);
+            Py_XDECREF(ids);
+            return NULL;
+        }
+        if (slot != NULL) {  /* the slot takes both references */
+            Py_XSETREF(slot->pretoken, pretoken);
+            Py_XSETREF(slot->ids, ids);
+        } else {
+            Py_DECREF(pretoken);
+            Py_DECREF(ids);
+        }
         p = end;
     }
     Py_RETURN_NONE;
