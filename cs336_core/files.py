@@ -16,6 +16,10 @@ from typing import Any, Iterator
 
 PathLike = str | os.PathLike
 
+# mkstemp creates files 0600; artifacts should get the permissions an ordinary open() would give.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(destination: PathLike) -> Iterator[Path]:
@@ -28,6 +32,7 @@ def atomic_path(destination: PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

@@ -64,7 +64,7 @@ class ThrottledLog:
         elapsed = now - self._start
         if total:
             frac = done / total
-            eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
-            self.log(f"{phase}: {done:,}/{total:,} ({100 * frac:.1f}%), elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+            eta = f"{elapsed * (1 - frac) / frac:.0f}s" if frac > 0 else "unknown"
+            self.log(f"{phase}: {done:,}/{total:,} ({100 * frac:.1f}%), elapsed {elapsed:.0f}s, ETA {eta}")
         else:
             self.log(f"{phase}: {done:,} done, elapsed {elapsed:.0f}s")

@@ -34,3 +34,18 @@ def test_throttled_log_reports_percent_and_eta():
     log("phase", 10, 10)  # completion always reported
     assert len(lines) == 2
     assert "10/10 (100.0%)" in lines[-1] and "ETA" in lines[-1]
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    dest = atomic_write_text(tmp_path / "a.txt", "x")
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # what open() would give, not mkstemp's 0600
+
+
+def test_throttled_log_eta_at_zero_is_unknown_not_nan():
+    lines = []
+    ThrottledLog(lines.append, interval=0)("phase", 0, 10)
+    assert "ETA unknown" in lines[0] and "nan" not in lines[0]
