@@ -15,16 +15,11 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from cs336_core.corpora import CORPUS_SOURCES  # the handout's URLs (sections 2 and 7)
 from cs336_core.model import ModelConfig
 
 PRESET_ENV = "CS336_PRESET"
 DEFAULT_PRESET = "demo"
-
-# The handout's data (section 2 / 7): TinyStories V2 and the OpenWebText sample.
-TINYSTORIES_TRAIN_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-train.txt"
-TINYSTORIES_VALID_URL = "https://huggingface.co/datasets/roneneldan/TinyStories/resolve/main/TinyStoriesV2-GPT4-valid.txt"
-OWT_TRAIN_URL = "https://huggingface.co/datasets/stanford-cs336/owt-sample/resolve/main/owt_train.txt.gz"
-OWT_VALID_URL = "https://huggingface.co/datasets/stanford-cs336/owt-sample/resolve/main/owt_valid.txt.gz"
 
 # The two corpus roles of the handout: a TinyStories-like one and an OpenWebText-like one.
 ROLES = ("stories", "web")
@@ -139,8 +134,9 @@ ABLATIONS: dict[str, dict] = {
 _HANDOUT_MODEL = ModelConfig(vocab_size=10_000, context_length=256, d_model=512, num_layers=4, num_heads=16,
                              d_ff=1344, rope_theta=10_000.0)
 _DOWNLOADED = {
-    "stories": CorpusSpec("download", train_url=TINYSTORIES_TRAIN_URL, valid_url=TINYSTORIES_VALID_URL),
-    "web": CorpusSpec("download", train_url=OWT_TRAIN_URL, valid_url=OWT_VALID_URL),
+    "stories": CorpusSpec("download", train_url=CORPUS_SOURCES["tinystories"]["train"],
+                          valid_url=CORPUS_SOURCES["tinystories"]["valid"]),
+    "web": CorpusSpec("download", train_url=CORPUS_SOURCES["owt"]["train"], valid_url=CORPUS_SOURCES["owt"]["valid"]),
 }
 _HANDOUT_TOKENIZERS = {"stories": TokenizerSpec(10_000), "web": TokenizerSpec(32_000)}
 

@@ -191,25 +191,9 @@ def gpt2_xl_adamw_answers(budget_bytes: float = 80e9) -> dict[str, Any]:
     }
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Render rows (same keys) as a GitHub Markdown table; floats get 3 significant-ish decimals."""
-    if not rows:
-        return ""
-    headers = list(rows[0])
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:,.3f}" if abs(value) < 1e4 else f"{value:,.0f}"
-        if isinstance(value, int):
-            return f"{value:,}"
-        return str(value)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(row[h]) for h in headers) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
+    from cs336_core.reporting import markdown_table  # the one Markdown renderer; pandas only for the CLI
+
     parser = argparse.ArgumentParser(description="Print the handout's GPT-2 accounting tables.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
