@@ -269,46 +269,95 @@ class _Rotate(torch.autograd.Function):
         return _rotate_pairs(grad, cos, -sin), None, None
 
 
-class _Attention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d_k) + bias) v with a hand-written backward, one batch entry at a time.
+# Score tiles: (queries per block, score elements per tile). On CPU a tile of float32 scores is <= 4 MB,
+# so it is scaled, masked, exponentiated and multiplied by v while it is still in cache, and each bmm
+# covers enough heads to run near matmul speed. On accelerators tiles are large so launches stay few.
+_CPU_TILE = (64, 1 << 20)
+_ACCELERATOR_TILE = (256, 1 << 26)
 
-    Tensors stay in the projections' (batch, seq, heads, d_k) layout: each batch entry's heads are
-    strided views that bmm reads and writes directly, so splitting and merging heads copies
-    nothing. Per entry, the (heads, T, S) scores are written once by baddbmm (which also applies
-    the scale and the additive -inf mask), turned into probabilities in place while they are still
-    in cache, and are the only T x S tensor kept for backward.
-    bias: 0-dim (no mask), (T, S) shared by all entries, or (batch, heads, T, S).
+
+class _ScoreTiles:
+    """The (entries, queries, keys_end) tiles that cover every score a query may attend to.
+
+    With causal=True query i sits at position k_len - q_len + i (a KV cache's prefix comes first),
+    so the query block [s, e) only reads keys [0, k_len - q_len + e): tiles above the diagonal,
+    half of all scores, are never computed.
+    """
+
+    def __init__(self, rows: int, q_len: int, k_len: int, causal: bool, device: torch.device):
+        block, elements = _CPU_TILE if device.type == "cpu" else _ACCELERATOR_TILE
+        self.block = min(block, q_len)
+        self.group = max(1, elements // (self.block * k_len))
+        self.rows, self.q_len, self.k_len, self.causal = rows, q_len, k_len, causal
+        # Within a tile the last `block` columns hold the diagonal: keys after each query are masked.
+        self.above_diagonal = torch.ones(self.block, self.block, dtype=torch.bool, device=device).triu_(1)
+
+    def __iter__(self):
+        for r in range(0, self.rows, self.group):
+            for s in range(0, self.q_len, self.block):
+                e = min(self.q_len, s + self.block)
+                yield slice(r, r + self.group), slice(s, e), (self.k_len - self.q_len + e) if self.causal else self.k_len
+
+    def scores(self, q: Tensor, k: Tensor, entries: slice, queries: slice, keys_end: int,
+               bias: Tensor | None) -> Tensor:
+        """q k^T of one tile (q comes scaled), masked, as a fresh tensor of at least float32."""
+        scores = torch.bmm(q[entries, queries], k[entries, :keys_end].transpose(1, 2))
+        scores = scores.to(_at_least_float32(scores.dtype))
+        if self.causal:
+            size = queries.stop - queries.start
+            scores[..., keys_end - size :].masked_fill_(self.above_diagonal[:size, :size], float("-inf"))
+        if bias is not None:
+            scores += bias[queries, :keys_end] if bias.dim() == 2 else bias[entries, queries, :keys_end]
+        return scores
+
+
+class _Attention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d_k) + mask) v, tile by tile, with a hand-written backward.
+
+    q: (N, T, d_k), k: (N, S, d_k), v: (N, S, d_v), all contiguous (N = batch * heads), so every bmm
+    runs on whole matrices at matmul speed. Each tile's scores are masked, exponentiated, normalised
+    and multiplied by v while they are still in cache. The tiles' probabilities are what backward
+    keeps: with causal masking that is half of the T x S scores, and rebuilding them from q and k
+    instead (as FlashAttention does on GPUs) costs a CPU more than reading them back.
+    bias: None, or an additive (T, S) or (N, T, S) tensor, for the public function's arbitrary masks.
+    Softmax statistics are kept in at least float32, so bf16 scores keep their precision.
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-        batch, q_len, heads, _ = q.shape
-        scale = q.shape[-1] ** -0.5
-        probs = q.new_empty(batch, heads, q_len, k.shape[1])
-        out = q.new_empty(batch, q_len, heads, v.shape[-1])
-        for i in range(batch):
-            entry_bias = bias[i] if bias.dim() == 4 else bias
-            torch.baddbmm(entry_bias, q[i].transpose(0, 1), k[i].permute(1, 2, 0), alpha=scale, out=probs[i])
-            torch.bmm(_softmax_(probs[i], dim=-1), v[i].transpose(0, 1), out=out[i].transpose(0, 1))
-        ctx.scale = scale
-        ctx.save_for_backward(q, k, v, probs)
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Tensor | None) -> Tensor:
+        rows, q_len, d_k = q.shape
+        q = q * d_k**-0.5  # scaling q once costs d_k/S of scaling every tile of scores
+        out = q.new_empty(rows, q_len, v.shape[-1])
+        tiles = _ScoreTiles(rows, q_len, k.shape[1], causal, q.device)
+        probs = []
+        for entries, queries, keys_end in tiles:
+            scores = tiles.scores(q, k, entries, queries, keys_end, bias)
+            scores = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+            tile_probs = scores.div_(scores.sum(dim=-1, keepdim=True)).to(v.dtype)
+            out[entries, queries] = torch.bmm(tile_probs, v[entries, :keys_end])
+            probs.append(tile_probs)
+        ctx.causal = causal
+        ctx.save_for_backward(q, k, v, out, *probs)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q, k, v, probs = ctx.saved_tensors
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        grad_scores = torch.empty_like(probs[0])  # reused for every entry
-        for i in range(q.shape[0]):
-            p, g = probs[i], grad_out[i].transpose(0, 1)
-            torch.bmm(p.transpose(1, 2), g, out=grad_v[i].transpose(0, 1))
-            torch.bmm(g, v[i].permute(1, 2, 0), out=grad_scores)
-            _softmax_backward_(grad_scores, p, dim=-1)
-            torch.bmm(grad_scores, k[i].transpose(0, 1), out=grad_q[i].transpose(0, 1))
-            torch.bmm(grad_scores.transpose(1, 2), q[i].transpose(0, 1), out=grad_k[i].transpose(0, 1))
-        grad_q *= ctx.scale
-        grad_k *= ctx.scale
-        return grad_q, grad_k, grad_v, None
+        q, k, v, out, *probs = ctx.saved_tensors  # q is already scaled by 1/sqrt(d_k)
+        rows, q_len, d_k = q.shape
+        grad_out = grad_out.contiguous()
+        stats_dtype = _at_least_float32(q.dtype)
+        # d scores = p * (d p - sum_j p_j d p_j), and sum_j p_j d p_j = grad_out . out per query.
+        grad_dot_out = (grad_out.to(stats_dtype) * out).sum(dim=-1, keepdim=True)
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        tiles = _ScoreTiles(rows, q_len, k.shape[1], ctx.causal, q.device)
+        for (entries, queries, keys_end), tile_probs in zip(tiles, probs):
+            grad_tile = grad_out[entries, queries]
+            grad_v[entries, :keys_end] += torch.bmm(tile_probs.transpose(1, 2), grad_tile)
+            grad_scores = torch.bmm(grad_tile, v[entries, :keys_end].transpose(1, 2)).to(stats_dtype)
+            grad_scores = grad_scores.sub_(grad_dot_out[entries, queries]).mul_(tile_probs).to(q.dtype)
+            grad_q[entries, queries] = torch.bmm(grad_scores, k[entries, :keys_end])
+            grad_k[entries, :keys_end] += torch.bmm(grad_scores.transpose(1, 2), q[entries, queries])
+        return grad_q.mul_(d_k**-0.5), grad_k, grad_v, None, None
 
 
 def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -316,13 +365,19 @@ def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> Tensor:
-    """q (batch, T, heads, d_k), k/v (batch, S, heads, d); bias None, (T, S) or (batch, heads, T, S)."""
-    if torch.compiler.is_compiling():  # torch.compile cannot trace _Attention's out= writes; same math
+def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    """q (batch, T, heads, d_k), k/v (batch, S, heads, d) -> (batch, T, heads, d_v)."""
+    if torch.compiler.is_compiling():  # the compiler fuses plain math itself and cannot trace the tile writes
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-        return (softmax(scores if bias is None else scores + bias, dim=-1) @ v).transpose(1, 2)
-    return _Attention.apply(q, k, v, q.new_zeros(()) if bias is None else bias)
+        if causal:
+            q_len, k_len = q.shape[-2], k.shape[-2]
+            allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril_(k_len - q_len)
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return (softmax(scores, dim=-1) @ v).transpose(1, 2)
+    heads = q.shape[2]
+    q, k, v = (rearrange(t, "b t h d -> (b h) t d").contiguous() for t in (q, k, v))
+    return rearrange(_Attention.apply(q, k, v, causal, None), "(b h) t d -> b t h d", h=heads)
 
 
 def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -330,13 +385,11 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
     batch_shape, q_len, k_len = Q.shape[:-2], Q.shape[-2], K.shape[-2]
     bias = None
     if mask is not None:
-        bias = _mask_to_bias(mask, Q.dtype)
-        if bias.dim() > 2:  # per-batch masks: one (1, T, S) bias per flattened batch entry
-            bias = bias.expand(*batch_shape, q_len, k_len).reshape(-1, 1, q_len, k_len)
-    # Every batch entry becomes a single-head entry of _attention's (batch, seq, heads, d) layout.
-    out = _attention(Q.reshape(-1, q_len, 1, Q.shape[-1]), K.reshape(-1, k_len, 1, K.shape[-1]),
-                     V.reshape(-1, k_len, 1, V.shape[-1]), bias)
-    return out.view(*batch_shape, q_len, V.shape[-1])
+        bias = _mask_to_bias(mask, _at_least_float32(Q.dtype))
+        if bias.dim() > 2:  # per-batch masks: one (T, S) bias per flattened batch entry
+            bias = bias.expand(*batch_shape, q_len, k_len).reshape(-1, q_len, k_len)
+    q, k, v = (t.reshape(-1, *t.shape[-2:]).contiguous() for t in (Q, K, V))
+    return _Attention.apply(q, k, v, False, bias).view(*batch_shape, q_len, V.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -416,22 +469,19 @@ class MultiHeadSelfAttention(nn.Module):
             if max_seq_len is None:
                 raise ValueError("RoPE (theta given) needs max_seq_len")
             self.rope = RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device)
-        self._causal_mask: Tensor | None = None  # grown on demand, sliced per call
-        self._causal_bias: Tensor | None = None  # the same as 0 / -inf for the from-scratch path
+        self._causal_mask: Tensor | None = None  # for the fused path; grown on demand, sliced per call
 
-    def _causal(self, offset: int, length: int, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Rows offset..offset+length of a lower-triangular mask (and bias), columns 0..offset+length."""
+    def _causal(self, offset: int, length: int, device: torch.device) -> Tensor:
+        """Rows offset..offset+length of a lower-triangular mask, columns 0..offset+length."""
         total = offset + length
         mask = self._causal_mask
-        if mask is None or mask.shape[0] < total or mask.device != like.device or self._causal_bias.dtype != like.dtype:
-            self._causal_mask = torch.ones(total, total, dtype=torch.bool, device=like.device).tril()
-            self._causal_bias = _mask_to_bias(self._causal_mask, like.dtype)
-        return self._causal_mask[offset:total, :total], self._causal_bias[offset:total, :total]
+        if mask is None or mask.shape[0] < total or mask.device != device:
+            self._causal_mask = torch.ones(total, total, dtype=torch.bool, device=device).tril()
+        return self._causal_mask[offset:total, :total]
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
         seq_len = x.shape[-2]
         offset = kv_cache.offset if kv_cache is not None else 0
-        # Heads stay in (..., t, h, d) layout: a view of the projection, nothing is transposed or copied.
         q, k, v = (rearrange(proj(x), "... t (h d) -> ... t h d", h=self.num_heads)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         if self.rope is not None:
@@ -443,21 +493,22 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))  # one batch dim
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
-        # A single new token may attend to everything cached: no mask needed.
-        mask, bias = (None, None) if seq_len == 1 else self._causal(offset, seq_len, q)
         if self.fused_attention:
             from torch.nn.functional import scaled_dot_product_attention as fused_sdpa  # opt-in only
 
             # is_causal lets torch pick its flash kernel; it aligns the triangle top-left, so a
-            # cached prefix (offset > 0) needs the explicit mask instead.
+            # cached prefix (offset > 0) needs the explicit mask instead. A single new token may
+            # attend to everything cached: no mask at all.
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-            if offset == 0 and mask is not None:
+            if seq_len == 1:
+                out = fused_sdpa(q, k, v)
+            elif offset == 0:
                 out = fused_sdpa(q, k, v, is_causal=True)
             else:
-                out = fused_sdpa(q, k, v, attn_mask=mask)
+                out = fused_sdpa(q, k, v, attn_mask=self._causal(offset, seq_len, x.device))
             out = out.transpose(1, 2)
         else:
-            out = _attention(q, k, v, bias)
+            out = _attention(q, k, v, causal=True)
         return self.output_proj(out.reshape(*batch_shape, seq_len, -1))
 
 

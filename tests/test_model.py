@@ -311,6 +311,56 @@ def test_attention_with_batch_masks_matches_torch_incl_gradients():
             torch.testing.assert_close(ours, ref)
 
 
+@pytest.mark.parametrize("tile", [(1, 8), (3, 40), (4, 1 << 20), (64, 1 << 20)])
+@pytest.mark.parametrize("q_len, k_len", [(7, 7), (5, 9), (1, 6)])
+def test_tiled_causal_attention_matches_torch_incl_gradients(monkeypatch, tile, q_len, k_len):
+    """Every tiling (one query per block, partial last blocks, many row groups, one tile) computes the
+    same causal attention, also when queries follow a cached prefix (q_len < k_len)."""
+    from cs336_core import model as model_module
+
+    monkeypatch.setattr(model_module, "_CPU_TILE", tile)
+    torch.manual_seed(0)
+    batch, heads, d = 2, 3, 4
+    q = torch.randn(batch, q_len, heads, d, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(batch, k_len, heads, d, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    out = model_module._attention(q, k, v, causal=True)
+    # query i sits at position k_len - q_len + i and sees keys up to there
+    allowed = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+    expected = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), attn_mask=allowed)
+    torch.testing.assert_close(out, expected.transpose(1, 2))
+    grad_out = torch.randn_like(out)
+    ours = torch.autograd.grad(out, (q, k, v), grad_out)
+    for mine, ref in zip(ours, torch.autograd.grad(expected.transpose(1, 2), (q, k, v), grad_out)):
+        torch.testing.assert_close(mine, ref)
+    assert torch.autograd.gradcheck(lambda a, b, c: model_module._attention(a, b, c, causal=True), (q, k, v))
+
+
+def test_attention_in_bfloat16_is_as_accurate_as_torchs_own():
+    """bf16 keeps 8 bits of mantissa, so q k^T itself is off by about 1%; the softmax statistics
+    must not add to that: our error against float32 stays within 1.5x of torch's bf16 kernel's."""
+    from cs336_core.model import _attention
+
+    torch.manual_seed(0)
+    exact = [torch.randn(2, 64, 4, 16, requires_grad=True) for _ in range(3)]
+    low = [t.detach().bfloat16().requires_grad_() for t in exact]
+    torch_low = [t.detach().bfloat16().requires_grad_() for t in exact]
+    out_exact, out_low = _attention(*exact, causal=True), _attention(*low, causal=True)
+    out_torch = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in torch_low), is_causal=True).transpose(1, 2)
+    assert out_low.dtype == torch.bfloat16
+
+    def error(approx, exact_value):
+        return ((approx.float() - exact_value).norm() / exact_value.norm()).item()
+
+    assert error(out_low, out_exact) <= 1.5 * error(out_torch, out_exact) + 1e-4
+    grad_out = torch.randn_like(out_exact)
+    grads_exact = torch.autograd.grad(out_exact, exact, grad_out)
+    grads_low = torch.autograd.grad(out_low, low, grad_out.bfloat16())
+    grads_torch = torch.autograd.grad(out_torch, torch_low, grad_out.bfloat16())
+    for ours, theirs, reference in zip(grads_low, grads_torch, grads_exact):
+        assert ours.dtype == torch.bfloat16
+        assert error(ours, reference) <= 1.5 * error(theirs, reference) + 1e-4
+
+
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
     torch.manual_seed(0)
