@@ -24,6 +24,7 @@ positions continue from `cache.length`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -86,6 +87,21 @@ def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+class _NoGradContext:
+    """Stands in for autograd's ctx when a Function's forward runs without autograd."""
+
+    def save_for_backward(self, *tensors: Tensor) -> None:
+        pass
+
+
+def _differentiable(function: type[torch.autograd.Function], *args):
+    """function.apply(*args), minus autograd's bookkeeping (tens of microseconds a call, the bulk of
+    a decoding step's time) when no gradient can flow, as in generation."""
+    if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        return function.apply(*args)
+    return function.forward(_NoGradContext(), *args)
+
+
 class _RMSNorm(torch.autograd.Function):
     """y = x / rms(x) * w in float32; backward dx = r * (g w - x_hat * mean(g w x_hat)), r = 1 / rms."""
 
@@ -117,7 +133,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        return _RMSNorm.apply(x, self.weight, self.eps)
+        return _differentiable(_RMSNorm, x, self.weight, self.eps)
 
 
 # RMSNorm, silu, softmax and RoPE have hand-written backward passes: autograd would otherwise save and
@@ -144,7 +160,7 @@ class _SiLU(torch.autograd.Function):
 
 def silu(x: Tensor) -> Tensor:
     """x * sigmoid(x)."""
-    return _SiLU.apply(x)
+    return _differentiable(_SiLU, x)
 
 
 class _SiLUGate(torch.autograd.Function):
@@ -194,7 +210,7 @@ class _Softmax(torch.autograd.Function):
 
 def softmax(x: Tensor, dim: int) -> Tensor:
     """exp(x - max) / sum(exp(x - max)); subtracting the max keeps exp from overflowing."""
-    return _Softmax.apply(x, dim)
+    return _differentiable(_Softmax, x, dim)
 
 
 class SwiGLU(nn.Module):
@@ -207,7 +223,7 @@ class SwiGLU(nn.Module):
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(_SiLUGate.apply(self.w1(x), self.w3(x)))
+        return self.w2(_differentiable(_SiLUGate, self.w1(x), self.w3(x)))
 
 
 class SiLUFeedForward(nn.Module):
@@ -240,7 +256,11 @@ class RotaryPositionalEmbedding(nn.Module):
         """x: (..., seq, d_k); token_positions: (..., seq), broadcastable against x's batch dims."""
         cos = self.cos[token_positions].to(x.dtype)
         sin = self.sin[token_positions].to(x.dtype)
-        return _Rotate.apply(x, cos, sin)
+        return _differentiable(_Rotate, x, cos, sin)
+
+
+def _broadcasts_into(small: torch.Size, big: torch.Size) -> bool:
+    return len(small) <= len(big) and all(a in (1, b) for a, b in zip(reversed(small), reversed(big)))
 
 
 def _rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -248,7 +268,11 @@ def _rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     x_even, x_odd = x[..., 0::2], x[..., 1::2]
     if torch.compiler.is_compiling():  # the compiler fuses this itself and rejects out= below
         return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
-    out = torch.empty(torch.broadcast_shapes(x.shape, (*cos.shape[:-1], x.shape[-1])), dtype=x.dtype, device=x.device)
+    # Contiguous in x's logical order even when x is a permuted view: RoPE doubles as the layout change.
+    if _broadcasts_into(cos.shape[:-1], x.shape[:-1]):  # torch.broadcast_shapes costs 25-200 us
+        out = x.new_empty(x.shape)
+    else:  # positions carry batch dims that x lacks
+        out = x.new_empty(torch.broadcast_shapes(x.shape, (*cos.shape[:-1], x.shape[-1])))
     out_even, out_odd = out[..., 0::2], out[..., 1::2]
     torch.mul(x_even, cos, out=out_even).addcmul_(x_odd, sin, value=-1)
     torch.mul(x_even, sin, out=out_odd).addcmul_(x_odd, cos)
@@ -276,6 +300,12 @@ _CPU_TILE = (64, 1 << 20)
 _ACCELERATOR_TILE = (256, 1 << 26)
 
 
+@functools.lru_cache(maxsize=16)
+def _above_diagonal(size: int, device: torch.device) -> Tensor:
+    """Within a causal tile the last `size` columns hold the diagonal: keys after each query are masked."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).triu_(1)
+
+
 class _ScoreTiles:
     """The (entries, queries, keys_end) tiles that cover every score a query may attend to.
 
@@ -289,8 +319,7 @@ class _ScoreTiles:
         self.block = min(block, q_len)
         self.group = max(1, elements // (self.block * k_len))
         self.rows, self.q_len, self.k_len, self.causal = rows, q_len, k_len, causal
-        # Within a tile the last `block` columns hold the diagonal: keys after each query are masked.
-        self.above_diagonal = torch.ones(self.block, self.block, dtype=torch.bool, device=device).triu_(1)
+        self.above_diagonal = _above_diagonal(self.block, device) if causal else None
 
     def __iter__(self):
         for r in range(0, self.rows, self.group):
@@ -303,8 +332,8 @@ class _ScoreTiles:
         """q k^T of one tile (q comes scaled), masked, as a fresh tensor of at least float32."""
         scores = torch.bmm(q[entries, queries], k[entries, :keys_end].transpose(1, 2))
         scores = scores.to(_at_least_float32(scores.dtype))
-        if self.causal:
-            size = queries.stop - queries.start
+        size = queries.stop - queries.start
+        if self.causal and size > 1:
             scores[..., keys_end - size :].masked_fill_(self.above_diagonal[:size, :size], float("-inf"))
         if bias is not None:
             scores += bias[queries, :keys_end] if bias.dim() == 2 else bias[entries, queries, :keys_end]
@@ -366,18 +395,15 @@ def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
-    """q (batch, T, heads, d_k), k/v (batch, S, heads, d) -> (batch, T, heads, d_v)."""
+    """q (rows, T, d_k), k/v (rows, S, d) -> (rows, T, d_v); each row's matrices must be contiguous."""
     if torch.compiler.is_compiling():  # the compiler fuses plain math itself and cannot trace the tile writes
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
         if causal:
             q_len, k_len = q.shape[-2], k.shape[-2]
             allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril_(k_len - q_len)
             scores = scores.masked_fill(~allowed, float("-inf"))
-        return (softmax(scores, dim=-1) @ v).transpose(1, 2)
-    heads = q.shape[2]
-    q, k, v = (rearrange(t, "b t h d -> (b h) t d").contiguous() for t in (q, k, v))
-    return rearrange(_Attention.apply(q, k, v, causal, None), "(b h) t d -> b t h d", h=heads)
+        return softmax(scores, dim=-1) @ v
+    return _differentiable(_Attention, q, k, v, causal, None)
 
 
 def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -389,7 +415,7 @@ def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor |
         if bias.dim() > 2:  # per-batch masks: one (T, S) bias per flattened batch entry
             bias = bias.expand(*batch_shape, q_len, k_len).reshape(-1, q_len, k_len)
     q, k, v = (t.reshape(-1, *t.shape[-2:]).contiguous() for t in (Q, K, V))
-    return _Attention.apply(q, k, v, False, bias).view(*batch_shape, q_len, V.shape[-1])
+    return _differentiable(_Attention, q, k, v, False, bias).view(*batch_shape, q_len, V.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,17 +436,22 @@ class KVCache:
         self.values: list[Tensor | None] = [None] * num_layers
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v of shape (batch, new, heads, d_k) after the cached ones; return all of them."""
-        end = self.length + k.shape[-3]
+        """Store k, v of shape (rows, new, d) after the cached ones; return all of them (rows, length, d).
+
+        Rows are (batch * heads), as attention reads them: the returned views need no copy.
+        """
+        end = self.length + k.shape[1]
         if end > self.max_seq_len:
             raise ValueError(f"KV cache holds at most {self.max_seq_len} tokens, asked to reach {end}")
         if self.keys[layer] is None:
-            self.keys[layer] = k.new_empty(*k.shape[:-3], self.max_seq_len, *k.shape[-2:])
-            self.values[layer] = v.new_empty(*v.shape[:-3], self.max_seq_len, *v.shape[-2:])
+            self.keys[layer] = k.new_empty(k.shape[0], self.max_seq_len, k.shape[2])
+            self.values[layer] = v.new_empty(v.shape[0], self.max_seq_len, v.shape[2])
         keys, values = self.keys[layer], self.values[layer]
-        keys[..., self.length : end, :, :] = k
-        values[..., self.length : end, :, :] = v
-        return keys[..., :end, :, :], values[..., :end, :, :]
+        if keys.shape[0] != k.shape[0]:
+            raise ValueError(f"KV cache was filled for {keys.shape[0]} batch*head rows, got {k.shape[0]}")
+        keys[:, self.length : end] = k
+        values[:, self.length : end] = v
+        return keys[:, :end], values[:, :end]
 
 
 class _LayerCache:
@@ -480,17 +511,18 @@ class MultiHeadSelfAttention(nn.Module):
         return self._causal_mask[offset:total, :total]
 
     def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
-        seq_len = x.shape[-2]
+        batch_shape, seq_len = x.shape[:-2], x.shape[-2]
         offset = kv_cache.offset if kv_cache is not None else 0
-        q, k, v = (rearrange(proj(x), "... t (h d) -> ... t h d", h=self.num_heads)
+        # Heads become rows, (batch * heads, seq, d_k), the layout attention's matmuls and the KV cache
+        # want; RoPE writes q and k straight into it, so only v is copied.
+        q, k, v = (rearrange(proj(x), "... t (h d) -> ... h t d", h=self.num_heads)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         if self.rope is not None:
             if token_positions is None:
                 token_positions = torch.arange(offset, offset + seq_len, device=x.device)
-            positions = token_positions.unsqueeze(-1)  # broadcast over the head dim
+            positions = token_positions.unsqueeze(-2)  # broadcast over the head dim
             q, k = self.rope(q, positions), self.rope(k, positions)
-        batch_shape = x.shape[:-2]
-        q, k, v = (t.reshape(-1, *t.shape[-3:]) for t in (q, k, v))  # one batch dim
+        q, k, v = (t.reshape(-1, seq_len, self.d_k) for t in (q, k, v))
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
         if self.fused_attention:
@@ -499,16 +531,16 @@ class MultiHeadSelfAttention(nn.Module):
             # is_causal lets torch pick its flash kernel; it aligns the triangle top-left, so a
             # cached prefix (offset > 0) needs the explicit mask instead. A single new token may
             # attend to everything cached: no mask at all.
-            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+            q, k, v = (t.unflatten(0, (-1, self.num_heads)) for t in (q, k, v))
             if seq_len == 1:
                 out = fused_sdpa(q, k, v)
             elif offset == 0:
                 out = fused_sdpa(q, k, v, is_causal=True)
             else:
                 out = fused_sdpa(q, k, v, attn_mask=self._causal(offset, seq_len, x.device))
-            out = out.transpose(1, 2)
         else:
             out = _attention(q, k, v, causal=True)
+        out = rearrange(out.reshape(-1, self.num_heads, seq_len, self.d_k), "b h t d -> b t (h d)")
         return self.output_proj(out.reshape(*batch_shape, seq_len, -1))
 
 
