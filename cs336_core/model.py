@@ -197,7 +197,7 @@ def _softmax_backward_(grad: Tensor, probs: Tensor, dim: int) -> Tensor:
 class _Softmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, dim: int) -> Tensor:
-        probs = _softmax_(x - x.amax(dim=dim, keepdim=True), dim)
+        probs = _softmax_(x.clone(), dim)
         ctx.dim = dim
         ctx.save_for_backward(probs)
         return probs
@@ -396,13 +396,21 @@ def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
     """q (rows, T, d_k), k/v (rows, S, d) -> (rows, T, d_v); each row's matrices must be contiguous."""
-    if torch.compiler.is_compiling():  # the compiler fuses plain math itself and cannot trace the tile writes
-        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
-        if causal:
-            q_len, k_len = q.shape[-2], k.shape[-2]
-            allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril_(k_len - q_len)
-            scores = scores.masked_fill(~allowed, float("-inf"))
-        return softmax(scores, dim=-1) @ v
+    if torch.compiler.is_compiling():
+        # The compiler cannot trace the tiles' out= writes but fuses plain math itself: the same
+        # query blocks, without row groups, each skipping the keys after its last query.
+        q_len, k_len = q.shape[-2], k.shape[-2]
+        block = min(_CPU_TILE[0] if q.device.type == "cpu" else _ACCELERATOR_TILE[0], q_len)
+        outs = []
+        for start in range(0, q_len, block):
+            end = min(q_len, start + block)
+            keys_end = k_len - q_len + end if causal else k_len
+            scores = (q[:, start:end] @ k[:, :keys_end].transpose(-2, -1)) * q.shape[-1] ** -0.5
+            if causal and end - start > 1:
+                allowed = torch.ones(end - start, keys_end, dtype=torch.bool, device=q.device).tril_(keys_end - end + start)
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            outs.append(softmax(scores, dim=-1) @ v[:, :keys_end])
+        return torch.cat(outs, dim=1)
     return _differentiable(_Attention, q, k, v, causal, None)
 
 
