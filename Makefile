@@ -40,4 +40,4 @@ bench-tokenizer: setup-test
 	$(PYTHON) bench/bench_tokenizer.py --corpus $(CORPUS)
 
 bench-model: setup-test
-	$(PYTHON) bench/bench_model.py
+	$(PYTHON) bench/bench_model.py --repeats 3 --steps 1 --batch-sizes 8 32 --compile
