@@ -311,11 +311,11 @@ def test_attention_with_batch_masks_matches_torch_incl_gradients():
             torch.testing.assert_close(ours, ref)
 
 
-@pytest.mark.parametrize("tile", [(1, 8), (3, 40), (4, 1 << 20), (64, 1 << 20)])
+@pytest.mark.parametrize("tile", [(1, 8), (3, 40), (4, 1 << 20), (64, 1 << 20), (256, 1 << 26)])
 @pytest.mark.parametrize("q_len, k_len", [(7, 7), (5, 9), (1, 6)])
 def test_tiled_causal_attention_matches_torch_incl_gradients(monkeypatch, tile, q_len, k_len):
-    """Every tiling (one query per block, partial last blocks, many row groups, one tile) computes the
-    same causal attention, also when queries follow a cached prefix (q_len < k_len)."""
+    """Every tiling (one query per block, partial last blocks, many row groups, one tile, the
+    accelerators' tiles) computes the same causal attention, also after a cached prefix (q_len < k_len)."""
     from cs336_core import model as model_module
 
     monkeypatch.setattr(model_module, "_CPU_TILE", tile)
