@@ -86,7 +86,8 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
           f"beyond the process's baseline (workers included). Its longest tokens are {stories_longest}; the "
           f"web-like tokenizer's are {web_longest} (␣ marks a space). Long tokens are words or word runs that "
           f"occur often enough in their corpus to earn a merge each, so the stories tokenizer's reflect the "
-          f"repetitive vocabulary of simple stories and the web-like one's the technical prose it was trained on.")))
+          f"repetitive vocabulary of simple stories and the web-like one's the technical prose it was trained on."
+          + _bpe_profile(tokenizers["stories"]))))
 
     by_case = {(r["tokenizer"].split()[0], r["text"]): r for r in experiments}
     throughput = {role: by_case[(role, role)] for role in ROLES}
@@ -162,3 +163,18 @@ def build(preset: Preset) -> list[AssetsDefinition]:
         })
 
     return [report]
+
+
+def _bpe_profile(stats: dict) -> str:
+    """The handout's profiling question, answered from the phase timings the tokenizer asset recorded."""
+    phases = stats.get("phase_seconds") or {}
+    if not phases:
+        return ""
+    total = sum(phases.values())
+    parts = ", ".join(f"{phase} {seconds:.2f} s ({100 * seconds / total:.0f}%)" for phase, seconds in phases.items())
+    slowest = max(phases, key=phases.get)
+    return (f"\n\nProfile of the stories tokenizer's training, timed per phase: {parts}. The largest part is "
+            f"**{slowest}**. Pre-tokenization runs the GPT-2 regex over every byte of the corpus (in parallel "
+            f"over chunks), so it grows with corpus size; the merge loop works on the distinct pre-tokens "
+            f"only and updates pair counts incrementally, so it grows with the vocabulary and the number of "
+            f"distinct words.")

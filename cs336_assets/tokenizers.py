@@ -14,6 +14,7 @@ from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_core import reporting, tokenization
 from cs336_core.files import atomic_write_json
+from cs336_core.progress import PhaseTimer
 
 GROUP = "tokenizers"
 LONGEST_SHOWN = 10
@@ -50,14 +51,16 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
         train_path = workspace.corpus_dir(role) / "train.txt"
         vocab_path, merges_path = tokenizer_files(workspace, role)
         start = time.perf_counter()
+        phases = PhaseTimer(then=progress_logger(context))
         with PeakMemory() as memory:
             vocab, merges = tokenization.train_bpe(train_path, spec_now.vocab_size, list(spec_now.special_tokens),
-                                                   progress=progress_logger(context))
+                                                   progress=phases)
         seconds = time.perf_counter() - start
         tokenization.save_vocab_merges(vocab, merges, vocab_path, merges_path)
         specials = {token.encode("utf-8") for token in spec_now.special_tokens}
         longest = reporting.longest_tokens({i: t for i, t in vocab.items() if t not in specials}, LONGEST_SHOWN)
         stats = {"vocab_size": len(vocab), "merges": len(merges), "training_seconds": round(seconds, 2),
+                 "phase_seconds": {phase: round(t, 2) for phase, t in phases.seconds.items()},
                  "peak_memory_mb": round(memory.peak_extra_bytes / 1e6, 1),
                  "train_bytes": train_path.stat().st_size, "longest_tokens": longest}
         atomic_write_json(workspace.tokenizer_dir(role) / "stats.json", stats)
@@ -67,6 +70,7 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
             "vocab_size": len(vocab),
             "merges": len(merges),
             "training_seconds": stats["training_seconds"],
+            **{f"{phase}_seconds": t for phase, t in stats["phase_seconds"].items()},
             "peak_memory_mb": stats["peak_memory_mb"],
             "longest_token": longest[0]["token"],
             "longest_tokens": MetadataValue.md(table),

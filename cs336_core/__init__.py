@@ -45,7 +45,7 @@ _EXPORTS = {
         "longest_tokens", "markdown_table", "render_report",
     ],
     "files": ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"],
-    "progress": ["ProgressFn", "ConsoleProgress", "ThrottledLog"],
+    "progress": ["ProgressFn", "ConsoleProgress", "ThrottledLog", "PhaseTimer"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)

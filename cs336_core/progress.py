@@ -68,3 +68,27 @@ class ThrottledLog:
             self.log(f"{phase}: {done:,}/{total:,} ({100 * frac:.1f}%), elapsed {elapsed:.0f}s, ETA {eta}")
         else:
             self.log(f"{phase}: {done:,} done, elapsed {elapsed:.0f}s")
+
+
+class PhaseTimer:
+    """A ProgressFn that times each phase and passes every call on to `then`.
+
+    A phase runs from the last report of the phase before it (or from the timer's creation) to its
+    own last report, so the phases of one call add up to its duration: this is how the tokenizer
+    asset answers the handout's "which part of BPE training takes the most time".
+    """
+
+    def __init__(self, then: ProgressFn | None = None):
+        self.then = then
+        self.seconds: dict[str, float] = {}
+        self._phase: str | None = None
+        self._last = self._phase_start = time.perf_counter()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if phase != self._phase:
+            self._phase, self._phase_start = phase, self._last
+        self.seconds[phase] = now - self._phase_start
+        self._last = now
+        if self.then is not None:
+            self.then(phase, done, total)

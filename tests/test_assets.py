@@ -117,6 +117,9 @@ def test_report_uses_this_runs_numbers(tiny_graph):
     assert f"{main['final_val_loss']:.3f}" in report
     stats = json.loads((data / "tokenizers" / "web" / "stats.json").read_text())
     assert stats["longest_tokens"][0]["token"] in report
+    phases = json.loads((data / "tokenizers" / "stories" / "stats.json").read_text())["phase_seconds"]
+    assert set(phases) == {"pretokenize", "merge"}
+    assert f"**{max(phases, key=phases.get)}**" in report  # the BPE profiling question, from this run's timings
     for heading in ("Tokenizer experiments", "Resource accounting", "Learning-rate sweep", "Ablations",
                     "Generated text"):
         assert f"## {heading}" in report

@@ -135,6 +135,25 @@ def test_train_reads_gzip_and_reports_progress(tmp_path):
     assert calls[-1][0] == "merge" and calls[-1][1] == calls[-1][2] == len(result[1])
 
 
+def test_phase_timer_splits_training_time_into_its_phases(tmp_path):
+    import time
+
+    from cs336_core.progress import PhaseTimer
+
+    path = tmp_path / "c.txt"
+    path.write_text(CORPORA["specials"] * 50)
+    forwarded = []
+    timer = PhaseTimer(then=lambda *a: forwarded.append(a))
+    start = time.perf_counter()
+    _, merges = train_bpe(path, 400, ["<|endoftext|>"], num_workers=1, progress=timer)
+    wall = time.perf_counter() - start
+    assert list(timer.seconds) == ["pretokenize", "merge"]
+    assert all(seconds > 0 for seconds in timer.seconds.values())
+    assert sum(timer.seconds.values()) <= wall  # phases tile the call, never overlap
+    assert sum(timer.seconds.values()) > 0.5 * wall
+    assert forwarded[-1] == ("merge", len(merges), len(merges))
+
+
 def test_training_stops_when_no_pair_is_left(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("aaaa")
