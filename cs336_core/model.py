@@ -343,11 +343,12 @@ class _ScoreTiles:
 class _Attention(torch.autograd.Function):
     """softmax(q k^T / sqrt(d_k) + mask) v, tile by tile, with a hand-written backward.
 
-    q: (N, T, d_k), k: (N, S, d_k), v: (N, S, d_v), all contiguous (N = batch * heads), so every bmm
-    runs on whole matrices at matmul speed. Each tile's scores are masked, exponentiated, normalised
-    and multiplied by v while they are still in cache. The tiles' probabilities are what backward
-    keeps: with causal masking that is half of the T x S scores, and rebuilding them from q and k
-    instead (as FlashAttention does on GPUs) costs a CPU more than reading them back.
+    q: (N, T, d_k), k: (N, S, d_k), v: (N, S, d_v), N = batch * heads, each row's matrix contiguous
+    (a KV cache's views qualify), so every bmm runs on whole matrices at matmul speed. Each tile's
+    scores are masked, exponentiated, normalised and multiplied by v while they are still in cache.
+    The tiles' probabilities are what backward keeps: with causal masking and 64-query blocks that is
+    5/8 of the T x S scores at T = 256, and rebuilding them from q and k instead (as FlashAttention
+    does on GPUs) measured slower on CPU than reading them back.
     bias: None, or an additive (T, S) or (N, T, S) tensor, for the public function's arbitrary masks.
     Softmax statistics are kept in at least float32, so bf16 scores keep their precision.
     """
