@@ -300,6 +300,10 @@ _CPU_TILE = (64, 1 << 20)
 _ACCELERATOR_TILE = (256, 1 << 26)
 
 
+def _tile_shape(device: torch.device) -> tuple[int, int]:
+    return _CPU_TILE if device.type == "cpu" else _ACCELERATOR_TILE
+
+
 @functools.lru_cache(maxsize=16)
 def _above_diagonal(size: int, device: torch.device) -> Tensor:
     """Within a causal tile the last `size` columns hold the diagonal: keys after each query are masked."""
@@ -315,7 +319,7 @@ class _ScoreTiles:
     """
 
     def __init__(self, rows: int, q_len: int, k_len: int, causal: bool, device: torch.device):
-        block, elements = _CPU_TILE if device.type == "cpu" else _ACCELERATOR_TILE
+        block, elements = _tile_shape(device)
         self.block = min(block, q_len)
         self.group = max(1, elements // (self.block * k_len))
         self.rows, self.q_len, self.k_len, self.causal = rows, q_len, k_len, causal
@@ -401,7 +405,7 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
         # The compiler cannot trace the tiles' out= writes but fuses plain math itself: the same
         # query blocks, without row groups, each skipping the keys after its last query.
         q_len, k_len = q.shape[-2], k.shape[-2]
-        block = min(_CPU_TILE[0] if q.device.type == "cpu" else _ACCELERATOR_TILE[0], q_len)
+        block = min(_tile_shape(q.device)[0], q_len)
         outs = []
         for start in range(0, q_len, block):
             end = min(q_len, start + block)
