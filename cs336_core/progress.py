@@ -51,14 +51,16 @@ class ThrottledLog:
         self.interval = interval
         self._phase: str | None = None
         self._start = 0.0
-        self._last = 0.0
+        # None, not 0.0: monotonic() starts near 0 at boot, so "0.0 = long ago" would silently
+        # throttle away the first report on a machine up for less than `interval` seconds.
+        self._last: float | None = None
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         now = time.monotonic()
         if phase != self._phase:
-            self._phase, self._start, self._last = phase, now, 0.0
+            self._phase, self._start, self._last = phase, now, None
         finished = bool(total) and done >= total
-        if not finished and now - self._last < self.interval:
+        if not finished and self._last is not None and now - self._last < self.interval:
             return
         self._last = now
         elapsed = now - self._start

@@ -49,3 +49,18 @@ def test_throttled_log_eta_at_zero_is_unknown_not_nan():
     lines = []
     ThrottledLog(lines.append, interval=0)("phase", 0, 10)
     assert "ETA unknown" in lines[0] and "nan" not in lines[0]
+
+
+def test_throttled_log_first_report_survives_a_freshly_booted_clock(monkeypatch):
+    """monotonic() counts from boot: at 30 s of uptime an interval of 60 s must still let the first
+    report through (it used to compare against a start value of 0.0 and drop it)."""
+    import cs336_core.progress as progress
+
+    clock = iter([30.0, 31.0, 95.0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    lines = []
+    log = ThrottledLog(lines.append, interval=60)
+    log("phase", 1, 10)  # first report: always shown
+    log("phase", 2, 10)  # 1 s later: throttled
+    log("phase", 3, 10)  # 65 s after the first: shown
+    assert [line.split(":")[1].split()[0] for line in lines] == ["1/10", "3/10"]
