@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,7 +30,10 @@ def atomic_path(destination: PathLike) -> Iterator[Path]:
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+    # The writer's pid in the name lets remove_stale_partials tell a killed writer's leftover from
+    # a file another process is writing right now.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.{os.getpid()}.", suffix=".partial",
+                                    dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)
@@ -56,3 +60,38 @@ def atomic_write_text(destination: PathLike, text: str) -> Path:
 
 def atomic_write_json(destination: PathLike, obj: Any) -> Path:
     return atomic_write_text(destination, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+_PARTIAL_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.partial")
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows; never guess there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
+def remove_stale_partials(directory: PathLike) -> list[Path]:
+    """Remove atomic_path temporary files in `directory` whose writer process no longer runs.
+
+    Only names of the form `.{name}.{pid}.{random}.partial` are touched, and only when that pid is
+    gone, so a write in progress (in this or another process) is never disturbed. Returns the paths
+    removed. A missing directory is not an error (nothing was written there yet).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.iterdir()):
+        match = _PARTIAL_NAME.fullmatch(path.name)
+        if match and path.is_file() and not _pid_alive(int(match["pid"])):
+            with contextlib.suppress(FileNotFoundError):  # another cleaner got there first
+                path.unlink()
+                removed.append(path)
+    return removed

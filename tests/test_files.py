@@ -64,3 +64,38 @@ def test_throttled_log_first_report_survives_a_freshly_booted_clock(monkeypatch)
     log("phase", 2, 10)  # 1 s later: throttled
     log("phase", 3, 10)  # 65 s after the first: shown
     assert [line.split(":")[1].split()[0] for line in lines] == ["1/10", "3/10"]
+
+
+def test_atomic_path_temp_names_carry_the_writers_pid(tmp_path):
+    import os
+
+    with atomic_path(tmp_path / "a.bin") as tmp:
+        assert tmp.name.startswith(f".a.bin.{os.getpid()}.") and tmp.name.endswith(".partial")
+        tmp.write_bytes(b"x")
+
+
+def test_remove_stale_partials_removes_only_a_dead_writers_leftovers(tmp_path):
+    """A real writer killed mid-write leaves its temporary file; a live writer's and anything that
+    is not an atomic_path temporary (old-style names, the download's resumable partial) stay."""
+    import os
+    import subprocess
+    import sys
+
+    from cs336_core.files import remove_stale_partials
+
+    killed = subprocess.run(
+        [sys.executable, "-c",
+         "import os, sys; from cs336_core.files import atomic_path\n"
+         "with atomic_path(sys.argv[1]) as tmp:\n"
+         "    tmp.write_bytes(b'half'); os._exit(9)\n", str(tmp_path / "tokens.npy")], timeout=60)
+    assert killed.returncode == 9
+    [leftover] = tmp_path.glob(".tokens.npy.*.partial")
+    keep = [tmp_path / "data.bin.partial", tmp_path / ".old.json.x1y2z3.partial", tmp_path / "tokens.npy.txt"]
+    for path in keep:
+        path.write_bytes(b"keep")
+    with atomic_path(tmp_path / "live.bin") as live:  # this process is alive: its temp file stays
+        live.write_bytes(b"in progress")
+        assert remove_stale_partials(tmp_path) == [leftover]
+        assert live.exists() and all(path.exists() for path in keep) and not leftover.exists()
+    assert (tmp_path / "live.bin").read_bytes() == b"in progress"
+    assert remove_stale_partials(tmp_path / "missing") == []
