@@ -92,7 +92,8 @@ def test_download_success_is_verified_and_reports_progress(server, tmp_path):
     path = download(f"{server.url}/data.bin", dest, sha256=_sha(DATA), expected_size=len(DATA),
                     chunk_size=256 * 1024, progress=lambda *a: calls.append(a))
     assert path == dest and dest.read_bytes() == DATA
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["data.bin"]  # no partial left behind
+    # No partial left behind; the hidden record is what lets a later call re-verify the file.
+    assert sorted(p.name for p in dest.parent.iterdir()) == [".data.bin.download.json", "data.bin"]
     assert calls[-1] == ("download", len(DATA), len(DATA)) and len(calls) >= 10
     assert server.requests == [("/data.bin", None)]
     # An existing file is kept (no request) unless overwrite=True.
@@ -107,7 +108,7 @@ def test_gzip_is_verified_compressed_then_decompressed(server, tmp_path):
     dest = download(f"{server.url}/corpus.txt.gz", tmp_path / "corpus.txt", sha256=_sha(packed),
                     expected_size=len(packed))
     assert dest.read_bytes() == TEXT
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".corpus.txt.download.json", "corpus.txt"]
     kept = download(f"{server.url}/corpus.txt.gz", tmp_path / "kept.txt.gz")  # a .gz dest stays packed
     assert kept.read_bytes() == packed
     with pytest.raises(DownloadError, match="not gzip"):
