@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -36,7 +37,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import Iterator
 
-from cs336_core.files import PathLike, atomic_path, atomic_write_json, remove_stale_partials
+from cs336_core.files import PathLike, atomic_path, atomic_write_json, prepare_destination, remove_stale_partials
 from cs336_core.progress import ProgressFn
 
 ENDOFTEXT = "<|endoftext|>"
@@ -1006,7 +1007,9 @@ def download(url: str, dest: PathLike, *, sha256: str | None = None, expected_si
     An existing `dest` is reused unless `overwrite`, but only after checking it against the size
     and sha256 recorded when it was downloaded; otherwise it is downloaded again.
     """
-    dest = Path(dest)
+    if sha256 is not None and not _SHA256_HEX.fullmatch(sha256.lower()):
+        raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")  # it could never match
+    dest = prepare_destination(dest)
     partial = _partial_path(dest)
     remove_stale_partials(dest.parent)
     if dest.exists() and not overwrite:
@@ -1015,7 +1018,6 @@ def download(url: str, dest: PathLike, *, sha256: str | None = None, expected_si
             partial.unlink(missing_ok=True)  # an abandoned re-download of a file that is complete
             return dest
         warnings.warn(f"downloading {url} again: the existing {dest} cannot be reused ({why_not})", stacklevel=2)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     served = _fetch_with_retries(url, partial, retries=retries, deadline=deadline, chunk_size=chunk_size,
                                  timeout=timeout, allow_html=allow_html, progress=progress)
     served_size, served_sha256 = _verify_served(url, partial, served, sha256, expected_size)
@@ -1198,22 +1200,32 @@ def check_plausible_text(path: PathLike, *, separator: str | None = None,
 # Command line
 # ---------------------------------------------------------------------------------------------
 
+def _byte_count(text: str) -> float:
+    """argparse type: a positive, finite number of bytes such as 50e3 (argparse names the option)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"expected a positive number of bytes such as 50e3, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m cs336_core.corpora stories|prose|download|split|stats|sample ...`"""
     import argparse
-    import json
-
-    from cs336_core.progress import ConsoleProgress
 
     parser = argparse.ArgumentParser(prog="python -m cs336_core.corpora", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     stories = commands.add_parser("stories", help="generate TinyStories-style stories")
     stories.add_argument("out")
-    stories.add_argument("--bytes", type=float, default=10e6, help="target size in bytes (default 10e6)")
+    stories.add_argument("--bytes", type=_byte_count, default=10e6, help="target size in bytes (default 10e6)")
     stories.add_argument("--seed", type=int, default=0)
     prose = commands.add_parser("prose", help="extract this Python's stdlib docstrings and pydoc topics")
     prose.add_argument("out")
-    prose.add_argument("--max-bytes", type=float, default=None)
+    prose.add_argument("--max-bytes", type=_byte_count, default=None)
     fetch = commands.add_parser("download", help="resumable, verified download (e.g. a CORPUS_SOURCES URL)")
     fetch.add_argument("url", help="a URL, or a name such as tinystories/train or owt/valid")
     fetch.add_argument("out")
@@ -1232,26 +1244,52 @@ def main(argv: list[str] | None = None) -> None:
     sample.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    progress = ConsoleProgress(unit="B")
-    if args.command == "stories":
-        result = generate_stories(args.out, target_bytes=int(args.bytes), seed=args.seed, progress=progress)
-    elif args.command == "prose":
-        max_bytes = int(args.max_bytes) if args.max_bytes else None
-        result = stdlib_prose(args.out, max_bytes=max_bytes, progress=ConsoleProgress(unit="file"))
-    elif args.command == "download":
-        corpus, _, split_name = args.url.partition("/")
-        url = CORPUS_SOURCES[corpus][split_name] if corpus in CORPUS_SOURCES and split_name else args.url
-        result = {"path": str(download(url, args.out, sha256=args.sha256, progress=progress))}
-    elif args.command == "split":
-        result = split_documents(args.src, args.train_out, args.valid_out, valid_fraction=args.valid_fraction,
-                                 seed=args.seed, progress=progress)
-    elif args.command == "stats":
-        result = corpus_stats(args.path)
-    else:
-        result = {"documents": sample_documents(args.path, n=args.n, seed=args.seed)}
-    progress.close()
+    try:
+        result = _run_command(args)
+    except (OSError, ValueError, EOFError, DownloadError) as error:
+        # One line naming the file and the problem; a traceback would bury it.
+        parser.exit(1, f"{parser.prog} {args.command}: error: {_one_line(error)}\n")
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        names = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        return f"{names}: {error.strerror}"
+    return " ".join(str(error).split("\n"))
+
+
+def _corpus_url(name_or_url: str) -> str:
+    """A CORPUS_SOURCES name such as owt/valid, or the URL itself."""
+    corpus, _, split_name = name_or_url.partition("/")
+    if corpus not in CORPUS_SOURCES:
+        return name_or_url
+    if split_name not in CORPUS_SOURCES[corpus]:
+        raise ValueError(f"unknown corpus {name_or_url!r}: expected one of "
+                       + ", ".join(f"{c}/{s}" for c, splits in CORPUS_SOURCES.items() for s in splits))
+    return CORPUS_SOURCES[corpus][split_name]
+
+
+def _run_command(args) -> dict:
+    from cs336_core.progress import ConsoleProgress
+
+    progress = ConsoleProgress(unit="B")
+    try:
+        if args.command == "stories":
+            return generate_stories(args.out, target_bytes=int(args.bytes), seed=args.seed, progress=progress)
+        if args.command == "prose":
+            max_bytes = int(args.max_bytes) if args.max_bytes is not None else None
+            return stdlib_prose(args.out, max_bytes=max_bytes, progress=ConsoleProgress(unit="file"))
+        if args.command == "download":
+            return {"path": str(download(_corpus_url(args.url), args.out, sha256=args.sha256, progress=progress))}
+        if args.command == "split":
+            return split_documents(args.src, args.train_out, args.valid_out, valid_fraction=args.valid_fraction,
+                                   seed=args.seed, progress=progress)
+        if args.command == "stats":
+            return corpus_stats(args.path)
+        return {"documents": sample_documents(args.path, n=args.n, seed=args.seed)}
+    finally:
+        progress.close()
 
 if __name__ == "__main__":
     main()

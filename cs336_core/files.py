@@ -8,6 +8,7 @@ the destination in one `os.replace` (atomic on POSIX and Windows within one file
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -22,14 +23,32 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def prepare_destination(destination: PathLike) -> Path:
+    """Create the directories a file at `destination` needs; a clear error if it cannot be written.
+
+    Checked first because mkdir's "File exists", or a temporary file beside a directory's own
+    parent, would hide what is wrong with the path.
+    """
+    destination = Path(destination)
+    if destination.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file to write", str(destination))
+    for parent in (destination.parent, *destination.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"not a directory, so {destination} cannot be written",
+                                         str(parent))
+            break
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    return destination
+
+
 @contextlib.contextmanager
 def atomic_path(destination: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `destination`; rename it over `destination` on success.
 
     On any exception the temporary file is removed and `destination` is left untouched.
     """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination = prepare_destination(destination)
     # The writer's pid in the name lets remove_stale_partials tell a killed writer's leftover from
     # a file another process is writing right now.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.{os.getpid()}.", suffix=".partial",

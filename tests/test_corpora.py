@@ -274,3 +274,52 @@ def test_importing_corpora_pulls_in_neither_torch_nor_dagster():
     code = "import sys, cs336_core.corpora; print(sorted(m for m in ('torch', 'dagster', 'pandas') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_every_command_line_error_is_one_line_naming_the_problem(tmp_path):
+    """Bad paths and arguments give `... <command>: error: <file or argument>: <problem>` and exit
+    1 (or argparse's 2), never a traceback."""
+    import functools
+    import http.server
+    import threading
+
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text(f"One document.\n{ENDOFTEXT}\n")
+    missing = tmp_path / "missing.txt"
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    cases = [  # (arguments, exit code, what the error line must name)
+        (["stats", str(missing)], 1, f"corpus file not found: {missing}"),
+        (["sample", str(missing)], 1, f"corpus file not found: {missing}"),
+        (["sample", str(a_file), "-n", "0"], 1, "n must be positive"),
+        (["split", str(missing), str(tmp_path / "t.txt"), str(tmp_path / "v.txt")], 1, str(missing)),
+        (["split", str(a_file), str(tmp_path / "t.txt"), str(tmp_path / "v.txt"), "--valid-fraction", "1.5"], 1,
+         "valid_fraction must be strictly between 0 and 1"),
+        (["split", str(a_file), str(a_file / "t.txt"), str(tmp_path / "v.txt")], 1, f"{a_file}: not a directory"),
+        (["stories", str(a_file / "s.txt"), "--bytes", "1000"], 1, f"{a_file}: not a directory"),
+        (["stories", str(tmp_path), "--bytes", "1000"], 1, f"{tmp_path}: is a directory"),
+        (["stories", str(tmp_path / "s.txt"), "--bytes", "-5"], 2, "argument --bytes"),
+        (["stories", str(tmp_path / "s.txt"), "--bytes", "nan"], 2, "argument --bytes"),
+        (["prose", str(a_file / "p.txt")], 1, f"{a_file}: not a directory"),
+        (["prose", str(tmp_path / "p.txt"), "--max-bytes", "0"], 2, "argument --max-bytes"),
+        (["download", f"{base}/missing.txt", str(tmp_path / "d.txt")], 1, f"HTTP 404 File not found for {base}/missing.txt"),
+        (["download", f"{base}/a_file.txt", str(a_file / "d.txt")], 1, f"{a_file}: not a directory"),
+        (["download", "tinystories/nope", str(tmp_path / "d.txt")], 1, "unknown corpus 'tinystories/nope'"),
+        (["download", f"{base}/a_file.txt", str(tmp_path / "d.txt"), "--sha256", "abc"], 1,
+         "sha256 must be 64 hex digits"),
+    ]
+    try:
+        for args, code, named in cases:
+            done = subprocess.run([sys.executable, "-m", "cs336_core.corpora", *args], capture_output=True,
+                                  text=True, timeout=60)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == code and "Traceback" not in done.stderr, (args, done.stderr)
+            assert lines[-1].startswith(f"python -m cs336_core.corpora {args[0]}: error: "), (args, done.stderr)
+            assert named in lines[-1], (args, done.stderr)
+            assert code == 2 or len(lines) == 1, (args, done.stderr)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file.txt"]  # nothing half-written

@@ -99,3 +99,16 @@ def test_remove_stale_partials_removes_only_a_dead_writers_leftovers(tmp_path):
         assert live.exists() and all(path.exists() for path in keep) and not leftover.exists()
     assert (tmp_path / "live.bin").read_bytes() == b"in progress"
     assert remove_stale_partials(tmp_path / "missing") == []
+
+
+def test_atomic_path_names_a_destination_that_cannot_be_a_file(tmp_path):
+    a_dir, a_file = tmp_path / "a_dir", tmp_path / "a_file"
+    a_dir.mkdir()
+    a_file.write_text("x")
+    with pytest.raises(IsADirectoryError) as error:
+        atomic_write_text(a_dir, "y")
+    assert error.value.filename == str(a_dir)
+    with pytest.raises(NotADirectoryError) as error:  # mkdir would have said "File exists"
+        atomic_write_text(a_file / "sub" / "b.txt", "y")
+    assert error.value.filename == str(a_file) and "b.txt" in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"] and a_file.read_text() == "x"
