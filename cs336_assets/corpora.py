@@ -16,13 +16,16 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, MetadataValue, asset
 
-from cs336_assets.common import code_version, knobs_metadata, progress_logger
+from cs336_assets.common import code_version, knobs_metadata, output_data_version, progress_logger
 from cs336_assets.presets import ROLES, CorpusSpec, Preset
 from cs336_assets.resources import Workspace
 from cs336_core import corpora
-from cs336_core.files import atomic_path, atomic_write_json
+from cs336_core.files import atomic_path, atomic_write_json, remove_stale_partials
 
 GROUP = "corpora"
+# The handout's corpora separate every document with <|endoftext|>; a file of theirs without one
+# is not the corpus, whatever else it is. Other URLs and local files need not use it.
+_HANDOUT_URLS = {url for urls in corpora.CORPUS_SOURCES.values() for url in urls.values()}
 
 
 class CorpusConfig(Config):
@@ -64,20 +67,40 @@ def _place(src, dest: Path, link: bool = False) -> None:
         shutil.copyfile(src, tmp)
 
 
+def _check_text(path, what: str, separator: str | None = None) -> None:
+    """Stop here, before anything downstream tokenizes it, if `path` is not plausibly a corpus (an
+    HTML error page, an empty or binary file): otherwise it shows up assets later as a 13-token
+    dataset."""
+    try:
+        corpora.check_plausible_text(path, separator=separator)
+    except ValueError as error:
+        raise ValueError(f"{what} is not a usable text corpus: {error}") from error
+
+
+def _download_cache(workspace: Workspace, url: str) -> Path:
+    # Kept per URL under downloads/, so a rerun neither fetches again nor mixes up sources.
+    return workspace.path("downloads", hashlib.sha256(url.encode()).hexdigest()[:16],
+                          url.rsplit("/", 1)[-1].removesuffix(".gz"))
+
+
 def _materialize_corpus(context: AssetExecutionContext, workspace: Workspace, spec: CorpusSpec, role: str) -> dict:
     """Write <data>/corpora/<role>/{train,valid}.txt from `spec`; returns per-split stats."""
     out = workspace.corpus_dir(role)
     train, valid = out / "train.txt", out / "valid.txt"
     progress = progress_logger(context)
+    remove_stale_partials(out)
     if spec.source == "download":
         for url, sha256, dest in ((spec.train_url, spec.train_sha256, train), (spec.valid_url, spec.valid_sha256, valid)):
-            # Kept per URL under downloads/, so a rerun neither fetches again nor mixes up sources.
-            cached = workspace.path("downloads", hashlib.sha256(url.encode()).hexdigest()[:16],
-                                    url.rsplit("/", 1)[-1].removesuffix(".gz"))
+            cached = _download_cache(workspace, url)
             context.log.info(f"downloading {url} -> {cached}")
             corpora.download(url, cached, sha256=sha256 or None, progress=progress)
-            _place(cached, dest, link=True)
+            _check_text(cached, f"the download of {url} (kept as {cached}; delete it to download again)",
+                        corpora.ENDOFTEXT if url in _HANDOUT_URLS else None)
+        for url, dest in ((spec.train_url, train), (spec.valid_url, valid)):
+            _place(_download_cache(workspace, url), dest, link=True)
     elif spec.source == "local" and spec.valid_path:
+        for src in (spec.train_path, spec.valid_path):
+            _check_text(src, "the local corpus file")
         for src, dest in ((spec.train_path, train), (spec.valid_path, valid)):
             _place(src, dest)
     else:
@@ -91,6 +114,7 @@ def _materialize_corpus(context: AssetExecutionContext, workspace: Workspace, sp
         else:
             raise ValueError(f"unknown corpus source {spec.source!r} for role {role!r}; "
                              "expected generated_stories, stdlib_prose, download or local")
+        _check_text(whole, f"the {spec.source} corpus", None if spec.source == "local" else corpora.ENDOFTEXT)
         corpora.split_documents(whole, train, valid, valid_fraction=spec.valid_fraction, seed=spec.seed)
     stats = {split: corpora.corpus_stats(path) for split, path in (("train", train), ("valid", valid))}
     atomic_write_json(out / "stats.json", {"source": spec.source, **stats})
@@ -111,7 +135,8 @@ def _corpus_asset(preset: Preset, role: str) -> AssetsDefinition:
         preset_now = workspace.get_preset()
         resolved = resolve_spec(preset_now, role, config)
         stats = _materialize_corpus(context, workspace, resolved, role)
-        return MaterializeResult(metadata={
+        return MaterializeResult(data_version=output_data_version(dataclasses.asdict(resolved),
+                                                                  workspace.corpus_dir(role)), metadata={
             **knobs_metadata(preset_now, corpus=dataclasses.asdict(resolved)),
             "source": resolved.source,
             "path": MetadataValue.path(str(workspace.corpus_dir(role))),

@@ -1155,6 +1155,26 @@ def corpus_stats(path: PathLike, separator: str = ENDOFTEXT) -> dict:
 _HTML_START = re.compile(rb"(?:\xef\xbb\xbf)?\s*<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
 
 
+def _scan_text(path: PathLike, separator: bytes) -> tuple[int, int, bytes, bool, bool]:
+    """One streamed pass: (size, invalid bytes, first 4 KiB, any non-whitespace, separator seen)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    size = invalid = 0
+    first, tail = b"", b""
+    has_text, has_separator = False, not separator
+    with _open_binary(path) as f:
+        while chunk := f.read(_READ_CHUNK):
+            size += len(chunk)
+            first = first if len(first) >= 4096 else first + chunk[:4096]
+            has_text = has_text or bool(chunk.strip())
+            # Replacement characters the bytes did not spell out themselves are decode errors.
+            invalid += decoder.decode(chunk).count("\ufffd") - chunk.count("\ufffd".encode()) + chunk.count(b"\0")
+            if not has_separator:  # `tail` catches a separator split between two chunks
+                has_separator = separator in tail + chunk
+                tail = (tail + chunk)[-(len(separator) - 1):] if len(separator) > 1 else b""
+    invalid += decoder.decode(b"", final=True).count("\ufffd")
+    return size, invalid, first, has_text, has_separator
+
+
 def check_plausible_text(path: PathLike, *, separator: str | None = None,
                          max_invalid_fraction: float = 1e-3) -> dict:
     """Raise ValueError naming `path` unless it looks like a text corpus; streamed, constant memory.
@@ -1165,23 +1185,10 @@ def check_plausible_text(path: PathLike, *, separator: str | None = None,
     is not) and, when `separator` is given, must contain it. A .gz file is checked decompressed.
     Returns the decompressed size and the number of invalid bytes.
     """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    sep = separator.encode("utf-8") if separator else b""
-    size = invalid = 0
-    first = b""
-    has_text, has_separator, tail = False, not sep, b""
-    with _open_binary(path) as f:
-        while chunk := f.read(_READ_CHUNK):
-            if len(first) < 4096:
-                first += chunk[:4096]
-            size += len(chunk)
-            has_text = has_text or bool(chunk.strip())
-            # Replacement characters that the bytes did not spell out themselves are decode errors.
-            invalid += decoder.decode(chunk).count("\ufffd") - chunk.count("\ufffd".encode()) + chunk.count(b"\0")
-            if not has_separator:
-                has_separator = sep in tail + chunk
-                tail = (tail + chunk)[-(len(sep) - 1):] if len(sep) > 1 else b""
-    invalid += decoder.decode(b"", final=True).count("\ufffd")
+    try:
+        size, invalid, first, has_text, has_separator = _scan_text(path, (separator or "").encode("utf-8"))
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise ValueError(f"{path} starts like gzip but is not valid gzip data ({error})") from error
     if not has_text:
         raise ValueError(f"{path} is empty ({size} bytes, no text): not a corpus")
     if _HTML_START.match(first):

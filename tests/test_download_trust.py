@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cs336_core.corpora import DownloadError, check_plausible_text, download
+from cs336_core.corpora import CORPUS_SOURCES, DownloadError, check_plausible_text, download
 
 TEXT = b"".join(b"Once upon a time there was story %d.\n<|endoftext|>\n" % i for i in range(5000))
 HTML = b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body>oops</body></html>\n"
@@ -263,6 +263,8 @@ def test_check_plausible_text_names_the_file_and_the_problem(tmp_path):
         "page.txt": (b"\n  " + HTML, "HTML page"),
         "binary.txt": (os.urandom(20_000), "not UTF-8 text"),
         "utf16.txt": ("Once upon a time.\n<|endoftext|>\n".encode("utf-16"), "not UTF-8 text"),
+        "corrupt.txt.gz": (gzip.compress(TEXT)[:-8] + os.urandom(20), "not valid gzip data"),
+        "cut.txt.gz": (gzip.compress(TEXT)[:5000], "not valid gzip data"),
         "nosep.txt": (b"Just some text without any separator.\n" * 100, "no '<|endoftext|>' document separator"),
     }
     for name, (data, problem) in cases.items():
@@ -276,3 +278,83 @@ def test_check_plausible_text_names_the_file_and_the_problem(tmp_path):
     check_plausible_text(tmp_path / "stray.txt", separator="<|endoftext|>")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         check_plausible_text(tmp_path / "missing.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus asset: nothing implausible reaches <data>/corpora/, and a rebuild is a new version
+# ---------------------------------------------------------------------------------------------
+
+def _materialize_corpus(defs, instance, config: dict):
+    from dagster import materialize
+
+    return materialize(list(defs.assets), instance=instance, resources=defs.resources, selection=["stories_corpus"],
+                       raise_on_error=False, run_config={"ops": {"stories_corpus": {"config": config}}})
+
+
+def _failure(result) -> str:
+    assert not result.success
+    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.to_string()
+
+
+def test_the_corpus_asset_refuses_implausible_downloads_and_keeps_the_good_corpus(server, tmp_path, monkeypatch):
+    from dagster import DagsterInstance
+
+    import cs336_assets.corpora as corpus_assets
+    from cs336_assets.definitions import build_defs
+
+    server.routes.update({
+        "/train.txt": _plain(TEXT), "/valid.txt": _plain(TEXT[:2000]),
+        "/error.txt": _plain(HTML),  # an error page that even claims to be text/plain
+        "/error.html": _plain(HTML, content_type="text/html"),
+        "/empty.txt": _plain(b""),
+        "/nosep.txt": _plain(b"Some text, but not one of the handout's documents.\n" * 50),
+    })
+    data = tmp_path / "data"
+    defs = build_defs("test", data)
+    corpus = data / "corpora" / "stories"
+    good = {"train_url": f"{server.url}/train.txt", "valid_url": f"{server.url}/valid.txt"}
+    # What the handout's URLs get: here the local server's stands in for one of them.
+    monkeypatch.setattr(corpus_assets, "_HANDOUT_URLS", {f"{server.url}/nosep.txt"})
+    with DagsterInstance.ephemeral() as instance:
+        assert _materialize_corpus(defs, instance, good).success
+        for valid, problem in (("error.txt", "is an HTML page"), ("error.html", "Content-Type text/html"),
+                               ("empty.txt", "is empty"), ("nosep.txt", "no '<|endoftext|>' document separator")):
+            url = f"{server.url}/{valid}"
+            error = _failure(_materialize_corpus(defs, instance, {**good, "valid_url": url}))
+            assert problem in error and url in error, (valid, error)
+            assert (corpus / "train.txt").read_bytes() == TEXT and (corpus / "valid.txt").read_bytes() == TEXT[:2000]
+    assert corpus_assets._HANDOUT_URLS != {url for urls in CORPUS_SOURCES.values() for url in urls.values()}
+    monkeypatch.undo()
+    assert corpus_assets._HANDOUT_URLS == {url for urls in CORPUS_SOURCES.values() for url in urls.values()}
+
+
+def test_the_corpus_asset_refuses_an_implausible_local_file(tmp_path):
+    from dagster import DagsterInstance
+
+    from cs336_assets.definitions import build_defs
+
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\0" + os.urandom(50_000))
+    defs = build_defs("test", tmp_path / "data")
+    with DagsterInstance.ephemeral() as instance:
+        error = _failure(_materialize_corpus(defs, instance, {"local_train_path": str(binary)}))
+    assert f"{binary} is not UTF-8 text" in error
+    assert not (tmp_path / "data" / "corpora" / "stories" / "train.txt").exists()
+
+
+def test_a_corpus_rebuilt_differently_gets_a_new_data_version(tmp_path):
+    """What lets Dagster mark the tokenizer and everything after it stale."""
+    from dagster import DagsterInstance
+
+    from cs336_assets.definitions import build_defs
+
+    def version(result) -> str:
+        [event] = result.get_asset_materialization_events()
+        return event.materialization.tags["dagster/data_version"]
+
+    defs = build_defs("test", tmp_path / "data")
+    with DagsterInstance.ephemeral() as instance:
+        first = version(_materialize_corpus(defs, instance, {}))
+        again = version(_materialize_corpus(defs, instance, {}))
+        other = version(_materialize_corpus(defs, instance, {"valid_fraction": 0.3}))
+    assert first == again != other
