@@ -3,15 +3,44 @@
 A run lives in one directory:
 
     out_dir/config.json      the resolved TrainConfig
+    out_dir/data_files.json  the size in bytes of each data file the run trains and scores on
     out_dir/metrics.jsonl    one JSON object per log step, appended and flushed as it happens
     out_dir/ckpt/latest.pt   every `checkpoint_every` steps and at the end (atomic)
+    out_dir/ckpt/previous.pt the checkpoint latest.pt replaced (a fallback if latest.pt is damaged)
     out_dir/ckpt/final.pt    at the end of a completed run
-    out_dir/result.json      the TrainResult, written last
+    out_dir/result.json      the TrainResult of a completed or diverged run, written last
 
-Running `train` again on the same `out_dir` (with `resume=True`) continues from `ckpt/latest.pt`:
-the checkpoint holds the model, the optimizer, every RNG state (torch, cuda, numpy, python and the
-batch sampler) and the counters, and metrics.jsonl is cut back to the checkpoint's step. On CPU,
-N steps straight and N/2 steps + kill + resume give the same parameters bit for bit.
+One writer per run directory: `train` holds an exclusive `RunLock` (fcntl.flock) for the whole run,
+so a second process training into the same out_dir fails at once with an error naming the
+directory and the holder's pid, before it reads or writes anything. The lock file sits beside the
+directory (`<parent>/.<name>.lock`), not in it, so it stays put while the directory is archived.
+The lock is re-entrant within one thread: a caller that already holds it (the asset layer, which
+archives under it) can call `train`. Under torchrun only rank 0 takes it, as only rank 0 writes.
+
+Resume: with `resume=True` ("auto", the default) `train` continues from `ckpt/latest.pt`. The
+checkpoint holds the model, the optimizer, every RNG state (torch, cuda, numpy, python and the
+batch sampler), the counters, the config and the data file sizes, and metrics.jsonl is cut back to
+the checkpoint's step. On CPU, N steps straight and N/2 steps + kill + resume give the same
+parameters bit for bit. Only a run started with the same config is resumed: every TrainConfig
+field (model, data paths, optimizer, schedule, batch, seed, dtype, ...) and the data file sizes
+must equal the stored ones, except those in `RESUME_MAY_CHANGE` (where the run is written, the
+log/eval/checkpoint cadence, device and compile: how a run is watched and executed, not what it
+computes). Any other difference raises `ResumeMismatch` listing the fields. The same holds for a
+run directory without a checkpoint whose config.json differs. `resume=False` ("never") starts
+over: an earlier run in out_dir is first moved to `<parent>/_archive/<name>-<time>-<pid>`, so
+nothing written is lost.
+
+Checkpoints survive their own corruption: before latest.pt is replaced, the file it replaces is kept
+as previous.pt. If latest.pt is unreadable (truncated, empty, garbage) or missing, resume falls
+back to previous.pt with a RuntimeWarning naming the bad file, which is kept as
+`latest.pt.corrupt-<time>`. With no readable checkpoint left, `CheckpointError` names the file and
+says what to do. A checkpoint write that fails (a full disk: ENOSPC) raises an OSError naming the
+path and leaves the checkpoint it would have replaced intact.
+
+Interrupts: `train(..., should_stop=fn)` calls `fn()` at every step boundary; when it returns
+true the run writes ckpt/latest.pt and returns status "interrupted" (no final.pt, no result.json),
+and training again with the same config resumes from there. The assets pass a watcher of the
+launching process, so a training step whose launcher was killed stops instead of training on.
 
 A diverging run (non-finite loss, or loss above `divergence_factor` x its first loss) stops with
 status "diverged" instead of raising, so a learning-rate sweep records it as a result.
@@ -25,7 +54,8 @@ dtype "bfloat16" runs forward passes under torch.autocast on the chosen device (
 in float32); tf32 applies to CUDA matmuls; compile wraps the training forward in torch.compile.
 
 CLI (console script `cs336-train`): `python -m cs336_core.training --config cfg.json [--field value
-...]`, with a flag for every TrainConfig and ModelConfig field; prints the TrainResult as JSON.
+...]`, with a flag for every TrainConfig and ModelConfig field (`--resume never` starts over);
+prints the TrainResult as JSON.
 """
 
 from __future__ import annotations
@@ -33,12 +63,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import json
 import math
 import os
+import pickle
 import random
+import shutil
 import sys
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -65,6 +101,12 @@ DTYPES = ("float32", "bfloat16")
 # The keys of every metrics.jsonl line (val_loss is null on steps without an evaluation).
 METRIC_FIELDS = ("step", "tokens", "wall_seconds", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_second")
 MetricsCallback = Callable[[dict[str, Any]], None]
+RESUME_MODES = {"auto": True, "never": False}
+# TrainConfig fields that may differ between a run and its resumption: they say where the run is
+# written, how often it is logged, evaluated and checkpointed, and where and how it executes, but
+# not what it computes. Any other difference (a different learning rate, batch, seed, data, model,
+# dtype, schedule, evaluation set, ...) would splice two different runs into one.
+RESUME_MAY_CHANGE = ("out_dir", "resume", "log_every", "eval_every", "checkpoint_every", "device", "compile")
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +152,7 @@ class TrainConfig:
     compile: bool = False
     tf32: bool = True
     divergence_factor: float | None = 3.0
-    resume: bool = True
+    resume: bool = True  # also "auto" (= True) or "never" (= False: archive an earlier run, start over)
 
     def __post_init__(self):
         if isinstance(self.model, dict):
@@ -172,9 +214,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"TrainConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if isinstance(self.resume, str) and self.resume in RESUME_MODES:
+            self.resume = RESUME_MODES[self.resume]
         for name in ("compile", "tf32", "resume"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}")
+                also = ' (or "auto", "never")' if name == "resume" else ""
+                raise ValueError(f"TrainConfig.{name} must be true or false{also}, got {getattr(self, name)!r}")
         _check_float(self, "divergence_factor", minimum=1.0, exclusive=True, optional=True)
 
     @property
@@ -234,7 +279,7 @@ def _check_float(config: TrainConfig, name: str, minimum: float, exclusive: bool
 
 @dataclass
 class TrainResult:
-    status: str  # "completed" | "diverged"
+    status: str  # "completed" | "diverged" | "interrupted" (should_stop; resumable, no result.json)
     steps: int
     tokens: int
     wall_seconds: float
@@ -273,6 +318,10 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read back (truncated, empty, garbage, or missing entries)."""
+
+
 def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -282,22 +331,71 @@ def save_checkpoint(
 ) -> None:
     """Write model, optimizer and iteration (plus any `extra` entries) to a path or binary file.
 
-    A path is written atomically: a crash mid-write leaves the previous file in place.
+    A path is written atomically: a crash or a full disk mid-write leaves the previous file in place,
+    and a failed write raises an OSError that names the path (ENOSPC for a full disk).
     """
     state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "iteration": int(iteration)}
     state.update(extra)
-    if isinstance(out, (str, os.PathLike)):
-        with atomic_path(out) as tmp:
-            torch.save(state, tmp)
-    else:
+    if not isinstance(out, (str, os.PathLike)):
         torch.save(state, out)
+        return
+    try:
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            # Through a Python file a failed write raises OSError with its errno; torch's own path
+            # writer reports a full disk only as "[enforce fail at inline_container.cc] unexpected pos".
+            torch.save(state, f)
+    except Exception as error:
+        cause = _os_error_behind(error)
+        if cause is None:
+            raise
+        what = "no space left on device (ENOSPC)" if cause.errno == errno.ENOSPC else cause.strerror or str(cause)
+        raise OSError(cause.errno, f"{what} while writing checkpoint {out}; the file it would replace is intact",
+                      str(out)) from error
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError that caused `error`, if any (torch's zip writer masks it with its own RuntimeError)."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+# Entries train() writes beside model/optimizer/iteration; resume needs every one of them.
+_RUN_CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "config", "rng", "counters")
 
 
 def read_checkpoint(src: str | os.PathLike | BinaryIO) -> dict[str, Any]:
-    """The whole checkpoint dictionary, tensors on CPU (plain data only: weights_only loading)."""
+    """The whole checkpoint dictionary, tensors on CPU (plain data only: weights_only loading).
+
+    A file that is not a readable checkpoint raises CheckpointError naming it.
+    """
     if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
         raise FileNotFoundError(f"checkpoint not found: {src}")
-    return torch.load(src, map_location="cpu", weights_only=True)
+    name = src if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "checkpoint stream")
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises EOFError, RuntimeError, UnpicklingError, ... for bad bytes
+        raise CheckpointError(f"{name} is not a readable checkpoint: {_unreadable_reason(error)}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{name} is not a checkpoint: it holds a {type(state).__name__}, not a dict")
+    return state
+
+
+def _unreadable_reason(error: Exception) -> str:
+    """Why torch.load failed, in words that do not point at unsafe workarounds.
+
+    (torch's UnpicklingError advises weights_only=False, i.e. running arbitrary pickled code from a
+    file that is already known to be damaged or foreign; that advice is not passed on.)
+    """
+    if isinstance(error, EOFError):
+        return "the file is empty or cut short"
+    if isinstance(error, pickle.UnpicklingError):
+        return "its contents are not a checkpoint this code wrote (garbage or a foreign pickle)"
+    text = str(error).strip()
+    first_sentence = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    return f"damaged or truncated ({first_sentence})"
 
 
 def load_checkpoint(
@@ -393,18 +491,112 @@ class _Process:
 
 
 # --------------------------------------------------------------------------------------------
-# The run
+# Run directories: one writer, the resume rule, archiving
+
+
+class RunLockedError(RuntimeError):
+    """Another process (or another thread of this one) is training into the run directory."""
+
+
+# The run locks this process holds: lock file -> [descriptor, owning thread id, depth]. flock belongs
+# to an open file description, so a second open() of the same file here would conflict with the
+# first; re-entry reuses the held descriptor instead.
+_HELD_LOCKS: dict[Path, list] = {}
+_HELD_LOCKS_GUARD = threading.Lock()
+
+
+def _forget_locks_in_child() -> None:
+    # A forked child shares the parent's lock descriptions: it closes its copies, so the lock ends
+    # when the parent lets go and the child never takes the parent's lock for its own.
+    global _HELD_LOCKS_GUARD
+    for descriptor, _, _ in _HELD_LOCKS.values():
+        os.close(descriptor)
+    _HELD_LOCKS.clear()
+    _HELD_LOCKS_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+class RunLock:
+    """The exclusive lock of one writer on a run directory, held from `with` to its end.
+
+    The lock file is `<parent>/.<name>.lock`, beside the directory, so it stays in place while the
+    directory is archived under it. A second process fails at once with RunLockedError naming the
+    directory and the holder's pid. Re-entrant within one thread: a caller holding it can call
+    `train` on the same directory; another thread of the same process is refused like a process.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir).resolve()
+        self.path = self.out_dir.parent / f".{self.out_dir.name}.lock"
+
+    def __enter__(self) -> "RunLock":
+        with _HELD_LOCKS_GUARD:
+            held = _HELD_LOCKS.get(self.path)
+            if held is None:
+                _HELD_LOCKS[self.path] = [self._acquire(), threading.get_ident(), 1]
+            elif held[1] == threading.get_ident():
+                held[2] += 1
+            else:
+                raise RunLockedError(f"{self.out_dir} is in use by another thread of this process "
+                                     f"(pid {os.getpid()}); train into another out_dir")
+        return self
+
+    def _acquire(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise RunLockedError(
+                f"{self.out_dir} is in use by another training process (pid {holder}; lock file {self.path}): "
+                "wait for it to finish or stop it, or train into another out_dir") from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        return descriptor
+
+    def __exit__(self, *exc_info) -> None:
+        with _HELD_LOCKS_GUARD:
+            held = _HELD_LOCKS[self.path]
+            held[2] -= 1
+            if held[2] == 0:
+                del _HELD_LOCKS[self.path]
+                os.close(held[0])  # closing the last descriptor releases the flock
+
+
+class ResumeMismatch(ValueError):
+    """The run stored in out_dir was started with another config; `differences` lists the fields."""
+
+    def __init__(self, source: Path, differences: list[str]):
+        self.source, self.differences = source, differences
+        super().__init__(
+            f"cannot resume from {source}: it was written by a run with a different config "
+            f"({'; '.join(differences)}). Resuming would splice two different runs into one: train with "
+            "resume='never' (cs336-train --resume never) to archive the earlier run and start over, or use "
+            f"another out_dir. Only {', '.join(RESUME_MAY_CHANGE)} may change on resume."
+        )
 
 
 class _RunFiles:
     def __init__(self, out_dir: str | os.PathLike):
         self.out_dir = Path(out_dir)
         self.config = self.out_dir / "config.json"
+        self.data_files = self.out_dir / "data_files.json"
         self.metrics = self.out_dir / "metrics.jsonl"
         self.ckpt_dir = self.out_dir / "ckpt"
         self.latest = self.ckpt_dir / "latest.pt"
+        self.previous = self.ckpt_dir / "previous.pt"
         self.final = self.ckpt_dir / "final.pt"
         self.result = self.out_dir / "result.json"
+
+    def holds_run(self) -> bool:
+        return any(path.exists() for path in (self.config, self.metrics, self.ckpt_dir, self.result))
 
     def remove_partial_writes(self) -> None:
         """A killed process can leave atomic_path's temporary file behind; it is never read."""
@@ -422,6 +614,137 @@ class _RunFiles:
                         kept.append(line + "\n")
         atomic_write_text(self.metrics, "".join(kept))
 
+    def readable_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """(path, contents) of the newest readable checkpoint, latest.pt else previous.pt; None if neither exists.
+
+        A fallback to previous.pt warns, naming the damaged or missing latest.pt; with checkpoints
+        present but none readable, CheckpointError names them and says what to do.
+        """
+        problems = []
+        for path in (self.latest, self.previous):
+            if not path.exists():
+                continue
+            try:
+                state = _read_run_checkpoint(path)
+            except CheckpointError as error:
+                problems.append(str(error))
+                continue
+            if path != self.latest:
+                why = "; ".join(problems) or f"{self.latest} is missing"
+                warnings.warn(f"{why}; resuming from the previous checkpoint {path} (step {state['iteration']}) "
+                              "instead", RuntimeWarning, stacklevel=2)
+            return path, state
+        if problems:
+            raise CheckpointError(
+                f"{'; '.join(problems)}. No readable checkpoint is left in {self.ckpt_dir}: train with "
+                "resume='never' (cs336-train --resume never) to archive this run and start over, or move the "
+                "damaged file away to restart it from step 0")
+        return None
+
+    def set_aside(self, path: Path) -> None:
+        """Keep a damaged file for inspection under a name nothing reads, out of the way of new writes."""
+        if path.exists():
+            os.replace(path, path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"))
+
+    def keep_previous(self) -> None:
+        """Keep the checkpoint latest.pt is about to replace as previous.pt (a hard link, not a copy)."""
+        if not self.latest.exists():
+            return
+        with atomic_path(self.previous) as tmp:
+            tmp.unlink()
+            try:
+                os.link(self.latest, tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(self.latest, tmp)
+
+
+def _read_run_checkpoint(path: Path) -> dict[str, Any]:
+    state = read_checkpoint(path)
+    missing = [key for key in _RUN_CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing}: it is not a checkpoint of a train() run "
+                              "(save_checkpoint alone stores only model, optimizer and iteration)")
+    return state
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); train with resume='never' to archive this run "
+                         "and start over") from None
+
+
+def data_file_sizes(config: TrainConfig) -> dict[str, int | None]:
+    """The size in bytes of each data file of a run: a rebuilt token file under the same path shows here."""
+    return {name: (os.path.getsize(path) if path else None)
+            for name, path in (("train_path", config.train_path), ("valid_path", config.valid_path))}
+
+
+def config_differences(stored: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """'field: stored value, value now' for each TrainConfig field that differs, RESUME_MAY_CHANGE aside."""
+    differences = []
+    for key in sorted(set(stored) | set(now)):
+        if not prefix and key in RESUME_MAY_CHANGE:
+            continue
+        before, after = stored.get(key, "<absent>"), now.get(key, "<absent>")
+        if isinstance(before, dict) and isinstance(after, dict):
+            differences += config_differences(before, after, prefix=f"{prefix}{key}.")
+        elif before != after:
+            differences.append(f"{prefix}{key}: {before!r} stored, {after!r} now")
+    return differences
+
+
+def _data_differences(stored: dict[str, Any] | None, config: TrainConfig) -> list[str]:
+    if stored is None:
+        return ["data file sizes: not recorded by the stored run"]
+    now = data_file_sizes(config)
+    return [f"size of {name} {getattr(config, name)}: {stored.get(name)!r} bytes stored, {now[name]!r} now"
+            for name in now if stored.get(name) != now[name]]
+
+
+def resume_point(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint `train(config)` resumes from, as (path, contents), or None for a fresh start.
+
+    Raises ResumeMismatch when the run stored in out_dir (its checkpoint, or config.json and
+    data_files.json when it has no checkpoint yet) was started with another config, and
+    CheckpointError when checkpoints exist but none is readable.
+    """
+    files = _RunFiles(config.out_dir)
+    found = files.readable_checkpoint()
+    if found is not None:
+        source, stored_config, stored_data = found[0], found[1]["config"], found[1].get("data_files")
+    elif files.config.exists():
+        source, stored_config = files.config, _read_json(files.config)
+        stored_data = _read_json(files.data_files) if files.data_files.exists() else None
+    else:
+        return None
+    differences = config_differences(stored_config, config.to_dict()) + _data_differences(stored_data, config)
+    if differences:
+        raise ResumeMismatch(source, differences)
+    return found
+
+
+def archive_run_dir(out_dir: str | os.PathLike) -> Path | None:
+    """Move the run in `out_dir` to <parent>/_archive/<name>-<time>-<pid>; return where (None: no run there).
+
+    The caller holds the directory's RunLock, so no writer is using what is moved.
+    """
+    out_dir = Path(out_dir)
+    if not _RunFiles(out_dir).holds_run():
+        return None
+    stem = out_dir.parent / "_archive" / f"{out_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    archive, n = stem, 1
+    while archive.exists():  # archived twice within a second
+        archive, n = stem.with_name(f"{stem.name}-{n}"), n + 1
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out_dir, archive)
+    return archive
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
 
 @dataclass
 class _Counters:
@@ -435,8 +758,13 @@ class _Counters:
     best_val_loss: float | None = None
 
 
-def train(config: TrainConfig, callback: MetricsCallback | None = None, progress: ProgressFn | None = None) -> TrainResult:
-    """Train (or resume) the run described by `config`; see the module docstring for the files."""
+def train(config: TrainConfig, callback: MetricsCallback | None = None, progress: ProgressFn | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train (or resume) the run described by `config`; see the module docstring for the files.
+
+    `should_stop` is asked at every step boundary; once it returns true the run checkpoints and
+    returns status "interrupted".
+    """
     device = resolve_device(config.device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and device.type == "cuda":
         # One GPU per rank, chosen before NCCL starts so its communicator binds to that GPU.
@@ -444,18 +772,20 @@ def train(config: TrainConfig, callback: MetricsCallback | None = None, progress
         torch.cuda.set_device(device)
     process = _Process.start(device)
     try:
-        return _Run(config, device, process, callback, progress).run()
+        with RunLock(config.out_dir) if process.is_main else contextlib.nullcontext():
+            return _Run(config, device, process, callback, progress, should_stop).run()
     finally:
         process.close()
 
 
 class _Run:
     def __init__(self, config: TrainConfig, device: torch.device, process: _Process,
-                 callback: MetricsCallback | None, progress: ProgressFn | None):
+                 callback: MetricsCallback | None, progress: ProgressFn | None,
+                 should_stop: Callable[[], bool] | None = None):
         if config.batch_size % process.world_size:
             raise ValueError(f"batch_size={config.batch_size} is not divisible by world size {process.world_size}")
         self.config, self.device, self.process = config, device, process
-        self.callback, self.progress = callback, progress
+        self.callback, self.progress, self.should_stop = callback, progress, should_stop
         self.files = _RunFiles(config.out_dir)
         self.context_length = config.model.context_length
 
@@ -483,6 +813,7 @@ class _Run:
             weight_decay=config.weight_decay,
         )
         self.counters = _Counters()
+        self.data_files = data_file_sizes(config)
         self.step = self._resume_or_start()
 
         self.train_model: torch.nn.Module = self.model
@@ -503,15 +834,12 @@ class _Run:
 
     def _resume_or_start(self) -> int:
         files, config = self.files, self.config
+        found = resume_point(config) if config.resume else None
+        if not config.resume and self.process.is_main:
+            archive_run_dir(files.out_dir)
         step = 0
-        if config.resume and files.latest.exists():
-            state = read_checkpoint(files.latest)
-            saved_model = state["config"]["model"]
-            if saved_model != config.model.to_dict():
-                raise ValueError(
-                    f"{files.latest} holds a different model ({saved_model}) than the config "
-                    f"({config.model.to_dict()}); use another out_dir or resume=False"
-                )
+        if found is not None:
+            state = found[1]
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             _set_rng_state(state["rng"], self.batch_rng)
@@ -521,13 +849,16 @@ class _Run:
             files.out_dir.mkdir(parents=True, exist_ok=True)
             files.ckpt_dir.mkdir(exist_ok=True)
             files.remove_partial_writes()
-            if step == 0:  # a fresh start replaces whatever an earlier run left here
-                for stale in (files.latest, files.final, files.result):
+            if found is not None and found[0] != files.latest:
+                files.set_aside(files.latest)  # or the next save would keep it as previous.pt
+            if step == 0:  # a fresh start replaces whatever an earlier session of this config left here
+                for stale in (files.latest, files.previous, files.final, files.result):
                     stale.unlink(missing_ok=True)
             else:
                 files.result.unlink(missing_ok=True)
             files.keep_metrics_through(step)
             atomic_write_text(files.config, config.to_json())
+            atomic_write_json(files.data_files, self.data_files)
         return step
 
     def _save(self, path: Path) -> None:
@@ -536,11 +867,19 @@ class _Run:
             return
         os.fsync(self.metrics_file.fileno())
         self.counters.wall_seconds = self.wall_seconds()
+        if path == self.files.latest:
+            self.files.keep_previous()
         save_checkpoint(
             self.model, self.optimizer, self.step, path,
             config=self.config.to_dict(), rng=_rng_state(self.batch_rng),
-            counters=dataclasses.asdict(self.counters),
+            counters=dataclasses.asdict(self.counters), data_files=self.data_files,
         )
+
+    def _stop_requested(self) -> bool:
+        if self.should_stop is None:
+            return False
+        # Every rank leaves the loop at the same step, or the others would wait in a collective forever.
+        return self.process.mean(1.0 if self.should_stop() else 0.0) > 0
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -600,6 +939,12 @@ class _Run:
         try:
             self._report_progress(total_steps)
             while self.step < total_steps:
+                if self._stop_requested():
+                    status = "interrupted"
+                    message = (f"stopped at step {self.step} of {total_steps} on request (should_stop); "
+                               "train again with the same config to resume from its checkpoint")
+                    self._save(files.latest)
+                    break
                 tick = time.perf_counter()
                 loss, grad_norm, lr = self.forward_backward()
                 divergence = self.divergence(loss, self.step + 1)
@@ -650,7 +995,7 @@ class _Run:
             out_dir=str(files.out_dir),
             message=message,
         )
-        if is_main:
+        if is_main and status != "interrupted":  # an interrupted run is not finished: it resumes
             atomic_write_json(files.result, result.to_dict())
         return result
 
@@ -730,7 +1075,8 @@ def _add_field_flag(parser, f: dataclasses.Field, dest: str, aliases: list[str] 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cs336-train",
-        description="Train a Transformer LM on memory-mapped token files (resumes from OUT_DIR/ckpt/latest.pt).",
+        description="Train a Transformer LM on memory-mapped token files. Resumes OUT_DIR/ckpt/latest.pt if the run "
+                    "there was started with the same config (--resume never archives it and starts over).",
     )
     parser.add_argument("--config", help="a TrainConfig JSON file; the flags below override its values")
     aliases = {"train_path": ["--train"], "valid_path": ["--valid"], "max_steps": ["--steps"]}
@@ -773,6 +1119,10 @@ def main(argv: list[str] | None = None) -> int:
     progress = ConsoleProgress(unit="step") if is_main else None
     try:
         result = train(config, progress=progress)
+    except (RunLockedError, ResumeMismatch, CheckpointError) as error:
+        # A refusal that says what to do, not a bug: one line instead of a traceback.
+        print(f"cs336-train: error: {error}", file=sys.stderr)
+        return 2
     finally:
         if progress is not None:
             progress.close()
