@@ -972,6 +972,8 @@ def _cached_copy_is_intact(url: str, dest: Path, sha256: str | None, expected_si
     try:
         record = json.loads(_record_path(dest).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
+        record = None
+    if not isinstance(record, dict):
         return "it has no download record, so it was never verified complete"
     if record.get("url") != url:
         return f"it was downloaded from {record.get('url')!r}"
