@@ -8,6 +8,7 @@
   stand-in for OpenWebText.
 * `download`: streamed, resumable, verified downloads of the handout's corpora (`CORPUS_SOURCES`).
 * `iter_documents`, `split_documents`, `sample_documents`, `corpus_stats`: streaming, constant memory.
+* `check_plausible_text`: a loud error for a "corpus" that is an HTML page, empty, or not text.
 
 Documents are separated as in TinyStoriesV2: each document is followed by "\\n<|endoftext|>\\n".
 Nothing here imports torch or Dagster.
@@ -882,6 +883,7 @@ def _fetch_into_partial(url: str, partial: Path, *, chunk_size: int, timeout: fl
 
 def _fetch_with_retries(url: str, partial: Path, *, retries: int, deadline: float, **fetch_options) -> _Served:
     deadline_at = time.monotonic() + deadline
+    retries = max(retries, 0)
     for attempt in range(retries + 1):
         try:
             return _fetch_into_partial(url, partial, deadline_at=deadline_at, **fetch_options)
