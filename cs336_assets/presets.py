@@ -196,7 +196,9 @@ PRESETS: dict[str, Preset] = {
                     log_interval=5, checkpoint_interval=10, torch_threads=1),
         sweep=SweepSpec(learning_rates=(1e-3, 1.0), batch_sizes=(4, 8), max_steps=10),
         samples=SampleSpec(max_new_tokens=16),
-        target_val_loss=6.0,
+        # Below an untrained model's 5.77 (measured with lr_max=1e-12), so only a run that learns
+        # meets it; the 20 steps reach 5.28.
+        target_val_loss=5.5,
     ),
 }
 

@@ -1,33 +1,44 @@
 """Training-run assets: the main run per corpus, the learning-rate and batch-size sweeps, ablations.
 
-Each run is `cs336_core.training.train` on a run directory under <data>/runs/. A killed run
-resumes from its last checkpoint when the asset is materialized again with the same config; a
-finished run, or one whose config changed, is moved to <data>/runs/_archive/ first so nothing
-already written is lost. Sweeps and ablations are partitioned: each variant materializes, reruns
-and fails on its own, and a diverged run is a result (status "diverged"), not a failure.
+Each run is `cs336_core.training.train` on a run directory under <data>/runs/, under the
+directory's RunLock from the decision to resume or archive to the end of training: a second launch
+of the same asset or partition fails at once, naming the directory and the pid of the one running.
+
+A killed run resumes from its last checkpoint when the asset is materialized again with the same
+config (core's rule: every TrainConfig field but the cadence/device ones, and the data file sizes);
+a finished run, one whose config changed, or one with no readable checkpoint left is moved to
+_archive/ beside it first, so nothing already written is lost. The training step watches the
+process that launched it (the `dagster asset materialize` CLI or the run worker): when that process
+dies, training stops at the next step boundary with a checkpoint, so no orphan trains on and the
+rerun resumes. (The Dagster run the dead launcher leaves STARTED is for Dagster's run monitoring.)
+
+Sweeps and ablations are partitioned: each variant materializes, reruns and fails on its own, and a
+diverged run is a result (status "diverged"), not a failure: its `converged` check fails as a
+warning, so the UI shows the diverged point at a glance.
 """
 
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import time
+import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pandas as pd
 
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext,
-                     AssetsDefinition, Config, MaterializeResult, MetadataValue, StaticPartitionsDefinition, asset)
+                     AssetsDefinition, Config, DataVersion, MaterializeResult, MetadataValue,
+                     StaticPartitionsDefinition, asset)
 
-from cs336_assets.common import code_version, knobs_metadata, progress_logger
+from cs336_assets.common import code_version, knobs_metadata, output_data_version, progress_logger
 from cs336_assets.presets import (ABLATIONS, Preset, RunSpec, batch_key, lr_key, parse_batch_key, parse_lr_key)
 from cs336_assets.resources import Workspace
 from cs336_core import reporting
-from cs336_core.training import TrainConfig, TrainResult, read_checkpoint, train
+from cs336_core.training import (CheckpointError, RunLock, TrainConfig, TrainResult, archive_run_dir, resume_point,
+                                 train)
 
 GROUP = "training"
 # Sweeps and ablations run on the stories corpus, as in the handout (section 7.2-7.3).
@@ -75,51 +86,103 @@ def train_config(workspace: Workspace, role: str, run: RunSpec, out_dir: Path, *
     )
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig) -> int:
+def prepare_run_dir(run_dir: Path, config: TrainConfig, log: Callable[[str], None] = lambda message: None) -> int:
     """Decide between resuming and starting over; returns the step training will resume from.
 
-    An interrupted run with the same config resumes (core reads ckpt/latest.pt). A finished run or
-    one with a different config is archived, so a rerun trains afresh without losing the old one.
+    Call it holding the directory's RunLock. An unfinished run (killed, or stopped because its
+    launcher died) that core may resume with `config` resumes from its checkpoint. A finished run,
+    one started with another config, or one without a readable checkpoint is archived, so a rerun
+    trains afresh without losing the old one. `log` hears why a run was archived and any fallback to
+    the previous checkpoint.
     """
-    config_file, result_file, latest = run_dir / "config.json", run_dir / "result.json", run_dir / "ckpt" / "latest.pt"
     if not run_dir.exists():
         return 0
-    same_config = config_file.exists() and json.loads(config_file.read_text()) == json.loads(config.to_json())
-    if same_config and not result_file.exists():
-        return int(read_checkpoint(latest)["iteration"]) if latest.exists() else 0
-    archive = run_dir.parent / "_archive" / f"{run_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(run_dir, archive)
+    reason = "it had finished" if (run_dir / "result.json").exists() else None
+    if reason is None:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                found = resume_point(config)
+            for warning in caught:
+                log(str(warning.message))
+            return int(found[1]["iteration"]) if found else 0
+        except (ValueError, CheckpointError) as error:  # ResumeMismatch is a ValueError
+            reason = str(error)
+    archive = archive_run_dir(run_dir)
+    if archive is not None:
+        log(f"archived the earlier run in {run_dir} to {archive} because {reason}")
     return 0
+
+
+class LauncherWatch:
+    """`should_stop` for core's train(): true once the process that launched this one has exited.
+
+    Under `dagster asset materialize` (the multiprocess executor) the asset body runs in a step
+    process whose parent is the CLI or run worker. Killed, that parent takes nothing down with it:
+    the step is re-parented (getppid changes) and would train on alone, holding the run directory.
+    """
+
+    def __init__(self):
+        self.parent = os.getppid()
+
+    def __call__(self) -> bool:
+        return os.getppid() != self.parent
 
 
 def no_nan_check(metrics: pd.DataFrame, result: TrainResult, asset_key: str,
                  severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
-    """Every logged training loss is finite, and so is the final validation loss.
+    """Every logged training loss is finite, and a completed run's final validation loss is too.
 
     (Core records a non-finite loss as null, read back as NaN; val_loss is also NaN on steps
-    without an evaluation, so only the training loss is checked step by step.)
+    without an evaluation, so only the training loss is checked step by step. A diverged run has
+    no final validation loss; the `converged` check reports the divergence.)
     """
     bad = metrics.loc[~np.isfinite(metrics["train_loss"]), "step"].tolist()
-    final_ok = result.status != "completed" or (result.final_val_loss is not None
-                                                 and math.isfinite(result.final_val_loss))
+    final = result.final_val_loss
+    final_finite = final is not None and math.isfinite(final)
     return AssetCheckResult(asset_key=asset_key, check_name="no_nan_in_metrics",
-                            passed=not bad and final_ok and len(metrics) > 0, severity=severity,
+                            passed=len(metrics) > 0 and not bad and (final_finite or result.status != "completed"),
+                            severity=severity,
                             metadata={"logged_steps": len(metrics), "non_finite_steps": str(bad[:20]),
-                                      "final_val_loss_finite": final_ok, "status": result.status})
+                                      "final_val_loss": _finite_or_none(final), "final_val_loss_finite": final_finite,
+                                      "status": result.status})
+
+
+def converged_check(result: TrainResult, asset_key: str,
+                    severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
+    """The run trained to its last step without diverging (a sweep reports a diverged point as a warning)."""
+    return AssetCheckResult(asset_key=asset_key, check_name="converged", passed=result.status == "completed",
+                            severity=severity,
+                            metadata={"status": result.status, "steps": result.steps, "message": result.message or "",
+                                      "final_val_loss": _finite_or_none(result.final_val_loss)})
+
+
+def target_check(result: TrainResult, preset: Preset, asset_key: str) -> AssetCheckResult:
+    """The final validation loss is at or below the preset's target."""
+    final = result.final_val_loss
+    return AssetCheckResult(
+        asset_key=asset_key, check_name="val_loss_at_target",
+        passed=final is not None and math.isfinite(final) and final <= preset.target_val_loss,
+        metadata={"final_val_loss": _finite_or_none(final), "target": preset.target_val_loss, "preset": preset.name})
 
 
 def run_training(context: AssetExecutionContext, workspace: Workspace, run_name: str, role: str, run: RunSpec,
-                 **model_variant) -> tuple[TrainResult, pd.DataFrame, dict]:
-    """Train one run (resuming if interrupted) and return (result, metrics, metadata)."""
+                 **model_variant) -> tuple[TrainResult, pd.DataFrame, dict, DataVersion]:
+    """Train one run (resuming if interrupted); return (result, metrics, metadata, data version)."""
     run_dir = workspace.run_dir(run_name)
     config = train_config(workspace, role, run, run_dir, **model_variant)
-    resume_step = prepare_run_dir(run_dir, config)
-    if resume_step:
-        context.log.info(f"resuming {run_name} from its checkpoint at step {resume_step}")
-    context.log.info(f"training {run_name}: {config.steps} steps of {config.tokens_per_step} tokens on {config.device}")
-    with torch_threads(run.torch_threads):
-        result = train(config, progress=progress_logger(context))
+    launcher = LauncherWatch()
+    with RunLock(run_dir):  # from the resume-or-archive decision to the last write
+        resume_step = prepare_run_dir(run_dir, config, log=context.log.warning)
+        if resume_step:
+            context.log.info(f"resuming {run_name} from its checkpoint at step {resume_step}")
+        context.log.info(f"training {run_name}: {config.steps} steps of {config.tokens_per_step} tokens "
+                         f"on {config.device}")
+        with torch_threads(run.torch_threads):
+            result = train(config, progress=progress_logger(context), should_stop=launcher)
+    if result.status == "interrupted":
+        raise RuntimeError(f"{run_name}: the process that launched this step (pid {launcher.parent}) has exited; "
+                           f"{result.message}")
     context.log.info(f"{run_name}: {result.status} after {result.steps} steps, val loss {result.final_val_loss}")
     metrics = reporting.read_metrics(result.metrics_path)
     metadata = {
@@ -136,7 +199,7 @@ def run_training(context: AssetExecutionContext, workspace: Workspace, run_name:
         "wall_clock_seconds": round(result.wall_seconds, 1),
         "run_dir": MetadataValue.path(str(run_dir)),
     }
-    return result, metrics, metadata
+    return result, metrics, metadata, output_data_version(config.to_dict(), run_dir)
 
 
 @contextlib.contextmanager
@@ -159,7 +222,8 @@ def _finite_or_none(value: float | None) -> float | None:
 
 def _main_run_asset(preset: Preset, role: str) -> AssetsDefinition:
     key = f"{role}_main_run"
-    checks = [AssetCheckSpec("no_nan_in_metrics", asset=key)]
+    checks = [AssetCheckSpec("no_nan_in_metrics", asset=key),
+              AssetCheckSpec("converged", asset=key, description="The run trained to its last step without diverging.")]
     if role == SWEEP_ROLE:
         checks.append(AssetCheckSpec("val_loss_at_target", asset=key,
                                      description="Final validation loss at or below the preset's target."))
@@ -176,17 +240,12 @@ def _main_run_asset(preset: Preset, role: str) -> AssetsDefinition:
     )
     def main_run(context: AssetExecutionContext, config: RunOverrides, workspace: Workspace) -> MaterializeResult:
         preset_now = workspace.get_preset()
-        result, metrics, metadata = run_training(context, workspace, key, role, config.apply(preset_now.run))
-        check_results = [no_nan_check(metrics, result, key)]
+        result, metrics, metadata, version = run_training(context, workspace, key, role, config.apply(preset_now.run))
+        check_results = [no_nan_check(metrics, result, key), converged_check(result, key)]
         if role == SWEEP_ROLE:
-            final = result.final_val_loss
-            check_results.append(AssetCheckResult(
-                asset_key=key, check_name="val_loss_at_target",
-                passed=final is not None and final <= preset_now.target_val_loss,
-                metadata={"final_val_loss": _finite_or_none(final), "target": preset_now.target_val_loss,
-                          "preset": preset_now.name}))
+            check_results.append(target_check(result, preset_now, key))
             metadata["target_val_loss"] = preset_now.target_val_loss
-        return MaterializeResult(metadata=metadata, check_results=check_results)
+        return MaterializeResult(metadata=metadata, check_results=check_results, data_version=version)
 
     return main_run
 
@@ -200,7 +259,9 @@ def _sweep_asset(preset: Preset, name: str, keys: list[str], description: str, v
         deps=[f"{SWEEP_ROLE}_tokens"],
         kinds={"pytorch"},
         partitions_def=StaticPartitionsDefinition(keys),
-        check_specs=[AssetCheckSpec("no_nan_in_metrics", asset=name)],
+        check_specs=[AssetCheckSpec("no_nan_in_metrics", asset=name),
+                     AssetCheckSpec("converged", asset=name,
+                                    description="Trained to its last step without diverging (a warning if not).")],
         code_version=code_version(__file__, CORE_MODULES, {"run": dataclasses.asdict(preset.run),
                                                  "sweep": dataclasses.asdict(preset.sweep),
                                                  "model": preset.model_for(SWEEP_ROLE).to_dict()}),
@@ -210,12 +271,14 @@ def _sweep_asset(preset: Preset, name: str, keys: list[str], description: str, v
         preset_now = workspace.get_preset()
         run, variant = variant_of(context.partition_key, preset_now)
         run = config.apply(run)
-        result, metrics, metadata = run_training(context, workspace, f"{name}/{context.partition_key}", SWEEP_ROLE,
-                                                 run, **variant)
+        result, metrics, metadata, version = run_training(context, workspace, f"{name}/{context.partition_key}",
+                                                          SWEEP_ROLE, run, **variant)
         # A diverged sweep point is an expected outcome: report it, but only as a warning.
         severity = AssetCheckSeverity.WARN if result.status == "diverged" else AssetCheckSeverity.ERROR
         return MaterializeResult(metadata={**metadata, "variant": context.partition_key},
-                                 check_results=[no_nan_check(metrics, result, name, severity)])
+                                 check_results=[no_nan_check(metrics, result, name, severity),
+                                                converged_check(result, name, AssetCheckSeverity.WARN)],
+                                 data_version=version)
 
     return sweep_asset
 

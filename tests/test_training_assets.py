@@ -1,0 +1,247 @@
+"""The training assets keep core's promises through Dagster: checks that fail on bad runs, one
+writer per run directory, no orphan after the launcher is killed, data versions that follow the run."""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from dagster import AssetCheckSeverity, DagsterInstance, materialize
+
+from conftest import REPO_ROOT, dagster_env, run_cli
+from cs336_assets.common import output_data_version
+from cs336_assets.definitions import build_defs
+from cs336_assets.presets import get_preset
+from cs336_assets.training import converged_check, no_nan_check, target_check, train_config
+from cs336_core import reporting
+from cs336_core.training import TrainConfig, TrainResult, read_checkpoint, train
+
+PRESET = get_preset("test")
+UPSTREAM = ["stories_corpus", "stories_tokenizer", "stories_tokens"]
+
+
+@pytest.fixture(scope="module")
+def stories_upstream(tmp_path_factory) -> Path:
+    """The stories corpus, tokenizer and token files of the `test` preset (what every training asset reads)."""
+    data = tmp_path_factory.mktemp("upstream")
+    defs = build_defs("test", data)
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize(list(defs.assets), instance=instance, resources=defs.resources, selection=UPSTREAM).success
+    return data
+
+
+@pytest.fixture
+def data_dir(stories_upstream, tmp_path) -> Path:
+    """A private data dir holding only the upstream files, so no test sees another's runs."""
+    data = tmp_path / "data"
+    shutil.copytree(stories_upstream, data)
+    return data
+
+
+def materialize_one(data: Path, asset: str, partition: str | None = None, **run_config):
+    defs = build_defs("test", data)
+    config = {"ops": {asset: {"config": run_config}}} if run_config else None
+    with DagsterInstance.ephemeral() as instance:
+        return materialize(list(defs.assets), instance=instance, resources=defs.resources, selection=[asset],
+                           partition_key=partition, run_config=config, raise_on_error=False)
+
+
+def checks_of(result) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def data_version_of(result) -> str:
+    [event] = result.get_asset_materialization_events()
+    return event.materialization.tags["dagster/data_version"]
+
+
+def errors_of(result) -> str:
+    return "\n".join(e.event_specific_data.error.to_string() for e in result.all_events
+                     if getattr(e.event_specific_data, "error", None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks that fail on bad runs
+
+
+def write_metrics(path: Path, train_losses: list) -> Path:
+    lines = [json.dumps({"step": 5 * (i + 1), "train_loss": loss, "val_loss": None}) for i, loss in enumerate(train_losses)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def a_result(status: str, final_val_loss: float | None) -> TrainResult:
+    return TrainResult(status, 10, 2560, 1.0, 100.0, 5.0, final_val_loss, final_val_loss, None, "m", "o",
+                       message="loss became nan at step 10" if status == "diverged" else "")
+
+
+def test_no_nan_check_fails_on_non_finite_losses_and_says_only_true_things(tmp_path):
+    nan_metrics = reporting.read_metrics(write_metrics(tmp_path / "nan.jsonl", [5.5, None]))  # null: a NaN loss
+    fine_metrics = reporting.read_metrics(write_metrics(tmp_path / "fine.jsonl", [5.5, 5.3]))
+
+    nan_check = no_nan_check(nan_metrics, a_result("completed", 5.2), "a")
+    assert not nan_check.passed and nan_check.metadata["non_finite_steps"].value == "[10]"
+
+    no_final = no_nan_check(fine_metrics, a_result("completed", float("nan")), "a")
+    assert not no_final.passed and no_final.metadata["final_val_loss_finite"].value is False
+
+    diverged = no_nan_check(nan_metrics, a_result("diverged", None), "a", AssetCheckSeverity.WARN)
+    assert not diverged.passed and diverged.severity == AssetCheckSeverity.WARN
+    assert diverged.metadata["final_val_loss_finite"].value is False  # the value is None: not finite
+    assert diverged.metadata["status"].value == "diverged"
+
+    healthy = no_nan_check(fine_metrics, a_result("completed", 5.2), "a")
+    assert healthy.passed and healthy.metadata["final_val_loss_finite"].value is True
+    assert not no_nan_check(fine_metrics.iloc[:0], a_result("completed", 5.2), "a").passed  # nothing logged
+
+
+def test_converged_and_target_checks_fail_on_a_diverged_or_untrained_run():
+    diverged = converged_check(a_result("diverged", None), "a", AssetCheckSeverity.WARN)
+    assert not diverged.passed and diverged.severity == AssetCheckSeverity.WARN
+    assert diverged.metadata["message"].value == "loss became nan at step 10"
+    assert converged_check(a_result("completed", 5.2), "a").passed
+
+    untrained = math.log(PRESET.tokenizers["stories"].vocab_size)  # the loss of a uniform prediction
+    assert PRESET.target_val_loss < untrained - 0.1, "the test preset's target must need learning"
+    assert not target_check(a_result("completed", untrained), PRESET, "a").passed
+    assert not target_check(a_result("diverged", None), PRESET, "a").passed
+    assert not target_check(a_result("completed", float("nan")), PRESET, "a").passed
+    assert target_check(a_result("completed", PRESET.target_val_loss), PRESET, "a").passed
+
+
+def test_a_run_that_does_not_learn_misses_the_target(data_dir):
+    trained = materialize_one(data_dir, "stories_main_run")
+    assert trained.success
+    assert all(check.passed for check in checks_of(trained).values()), checks_of(trained)
+    frozen = materialize_one(data_dir, "stories_main_run", lr_max=1e-12)
+    assert frozen.success
+    checks = checks_of(frozen)
+    assert checks["converged"].passed and checks["no_nan_in_metrics"].passed
+    assert not checks["val_loss_at_target"].passed
+    assert checks["val_loss_at_target"].metadata["final_val_loss"].value > PRESET.target_val_loss
+
+
+def test_a_diverged_sweep_point_materializes_with_failing_warn_checks(data_dir):
+    # lr 1000 blows the tiny model up to a NaN loss within a few steps.
+    result = materialize_one(data_dir, "lr_sweep", "lr=1e+00", lr_max=1000.0)
+    assert result.success, errors_of(result)
+    run_dir = data_dir / "runs" / "lr_sweep" / "lr=1e+00"
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "diverged"
+    checks = checks_of(result)
+    assert set(checks) == {"no_nan_in_metrics", "converged"}
+    for check in checks.values():
+        assert not check.passed and check.severity == AssetCheckSeverity.WARN, check
+    assert checks["no_nan_in_metrics"].metadata["final_val_loss_finite"].value is False
+    assert checks["converged"].metadata["status"].value == "diverged"
+    config = TrainConfig.from_json((run_dir / "config.json").read_text())
+    assert data_version_of(result) == output_data_version(config.to_dict(), run_dir).value
+
+
+def test_data_version_follows_the_run(data_dir):
+    run_dir = data_dir / "runs" / "stories_main_run"
+    versions = []
+    for steps in (4, 6):
+        result = materialize_one(data_dir, "stories_main_run", max_steps=steps)
+        assert result.success
+        config = TrainConfig.from_json((run_dir / "config.json").read_text())
+        assert config.max_steps == steps
+        versions.append(data_version_of(result))
+        assert versions[-1] == output_data_version(config.to_dict(), run_dir).value
+    assert versions[0] != versions[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per run directory
+
+
+def test_a_launch_fails_while_another_process_trains_the_partition(data_dir, tmp_path):
+    defs = build_defs("test", data_dir)
+    workspace = defs.resources["workspace"]
+    run_dir = workspace.run_dir("lr_sweep/lr=1e-03")
+    long_run = dataclasses.replace(PRESET.run, max_steps=10**6, checkpoint_interval=50, eval_interval=0)
+    (tmp_path / "holder.json").write_text(train_config(workspace, "stories", long_run, run_dir).to_json())
+    holder = subprocess.Popen([sys.executable, "-m", "cs336_core.training", "--config", str(tmp_path / "holder.json")],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120  # only keeps a broken holder from hanging the suite
+        while not (run_dir / "ckpt" / "latest.pt").exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder never checkpointed"
+            time.sleep(0.02)
+        result = materialize_one(data_dir, "lr_sweep", "lr=1e-03")
+        assert holder.poll() is None, "the holder was disturbed"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not result.success
+    errors = errors_of(result)
+    assert "RunLockedError" in errors and str(run_dir) in errors and f"pid {holder.pid}" in errors
+    assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 10**6, "the holder's run was replaced"
+    assert not (run_dir.parent / "_archive").exists(), "the refused launch archived the holder's directory"
+    assert not (run_dir / "result.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A killed launch leaves no orphan, and the rerun resumes
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_launcher_stops_training_and_the_rerun_resumes_to_the_same_model(data_dir, tmp_path):
+    steps = 3000
+    env = dagster_env(data_dir, tmp_path / "dagster_home")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"ops:\n  stories_main_run:\n    config:\n      max_steps: {steps}\n"
+                      f"      checkpoint_interval: 100\n      eval_interval: {steps}\n")
+    command = ["dagster", "asset", "materialize", "-m", "cs336_assets", "--select", "stories_main_run", "-c", str(config)]
+    run_dir = data_dir / "runs" / "stories_main_run"
+    latest = run_dir / "ckpt" / "latest.pt"
+
+    launcher = subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180  # only keeps a broken launch from hanging the suite
+        while not latest.exists():
+            assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        workers = psutil.Process(launcher.pid).children(recursive=True)
+        assert workers, "the asset did not run in a step process"
+        os.kill(launcher.pid, signal.SIGKILL)  # the launcher alone, as `kill -9 <pid>` does
+        launcher.wait()
+        _, alive = psutil.wait_procs(workers, timeout=120)
+        assert not alive, f"still running after the launcher died: {[p.cmdline() for p in alive]}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # nothing left of the launch is what the test expects
+            os.killpg(launcher.pid, signal.SIGKILL)
+    stopped_at = read_checkpoint(latest)["iteration"]
+    assert 0 < stopped_at < steps, "the step trained on after its launcher died"
+    assert not (run_dir / "result.json").exists() and not (run_dir / "ckpt" / "final.pt").exists()
+
+    rerun = run_cli(command, env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming stories_main_run from its checkpoint at step {stopped_at}" in rerun.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed" and result["steps"] == steps
+    assert not list((data_dir / "runs").glob("_archive/stories_main_run-*")), "the interrupted run was archived"
+
+    straight = TrainConfig.from_json((run_dir / "config.json").read_text())
+    straight.out_dir = str(tmp_path / "straight")
+    before = torch.get_num_threads()
+    torch.set_num_threads(PRESET.run.torch_threads)  # as the asset trains
+    try:
+        train(straight)
+    finally:
+        torch.set_num_threads(before)
+    resumed_params = read_checkpoint(run_dir / "ckpt" / "final.pt")["model"]
+    straight_params = read_checkpoint(tmp_path / "straight" / "ckpt" / "final.pt")["model"]
+    for name, value in straight_params.items():
+        assert torch.equal(resumed_params[name], value), name
