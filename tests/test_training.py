@@ -336,7 +336,7 @@ def test_compile_option_wraps_the_model_and_checkpoints_stay_plain(tmp_path, tok
 
 @pytest.mark.slow  # torch.compile (inductor) needs 65-80 s to build even this tiny model on a 2-core CPU
 def test_compiled_run_matches_eager(tmp_path, token_files):
-    shape = dict(max_steps=3, eval_every=3, log_every=1, checkpoint_every=0)
+    shape = dict(max_steps=3, warmup_steps=1, eval_every=3, log_every=1, checkpoint_every=0)
     eager = train(make_config(token_files, tmp_path / "eager", **shape))
     compiled = train(make_config(token_files, tmp_path / "compiled", compile=True, **shape))
     assert compiled.final_val_loss == pytest.approx(eager.final_val_loss, rel=1e-4)
