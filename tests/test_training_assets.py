@@ -4,6 +4,7 @@ writer per run directory, no orphan after the launcher is killed, data versions 
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -189,6 +190,30 @@ def test_a_launch_fails_while_another_process_trains_the_partition(data_dir, tmp
     assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 10**6, "the holder's run was replaced"
     assert not (run_dir.parent / "_archive").exists(), "the refused launch archived the holder's directory"
     assert not (run_dir / "result.json").exists()
+
+
+def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_previous_one(data_dir):
+    defs = build_defs("test", data_dir)
+    workspace = defs.resources["workspace"]
+    run_dir = workspace.run_dir("stories_main_run")
+    # An unfinished run of exactly the asset's config: checkpoint at 10, stopped (and checkpointed) at 15.
+    seen = {"step": 0}
+    stopped = train(train_config(workspace, "stories", PRESET.run, run_dir),
+                    progress=lambda phase, step, total: seen.update(step=step),
+                    should_stop=lambda: seen["step"] >= 15)
+    assert stopped.status == "interrupted" and stopped.steps == 15
+    (run_dir / "ckpt" / "latest.pt").write_bytes(b"")
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                             selection=["stories_main_run"], raise_on_error=False)
+        warnings_logged = [entry.user_message for entry in instance.all_logs(result.run_id)
+                           if entry.level == logging.WARNING]
+    assert result.success, errors_of(result)
+    assert any(str(run_dir / "ckpt" / "latest.pt") in message and "previous checkpoint" in message
+               for message in warnings_logged), warnings_logged
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["resumed_from_step"].value == 10
+    assert json.loads((run_dir / "result.json").read_text())["steps"] == PRESET.run.max_steps
 
 
 # ---------------------------------------------------------------------------------------------
