@@ -112,3 +112,65 @@ def test_atomic_path_names_a_destination_that_cannot_be_a_file(tmp_path):
         atomic_write_text(a_file / "sub" / "b.txt", "y")
     assert error.value.filename == str(a_file) and "b.txt" in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_dir", "a_file"] and a_file.read_text() == "x"
+
+
+def test_open_binary_recognises_gzip_by_its_bytes_not_its_name(tmp_path):
+    import gzip
+
+    from cs336_core.files import is_gzip, open_binary
+
+    text = b"Once upon a time.\n<|endoftext|>\n" * 1000
+    files = {"packed.txt": gzip.compress(text), "packed.txt.gz": gzip.compress(text),
+             "plain.gz": text, "plain.txt": text}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        assert is_gzip(tmp_path / name) == name.startswith("packed"), name
+        with open_binary(tmp_path / name) as f:
+            assert f.read() == text, name
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert not is_gzip(tmp_path / "empty.txt") and open_binary(tmp_path / "empty.txt").read() == b""
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        open_binary(tmp_path / "missing.txt")
+
+
+def test_sha256_file_streams_the_files_bytes(tmp_path):
+    import hashlib
+
+    from cs336_core.files import READ_CHUNK, sha256_file
+
+    data = bytes(range(256)) * (READ_CHUNK // 256 + 7)  # more than one read
+    (tmp_path / "a.bin").write_bytes(data)
+    assert sha256_file(tmp_path / "a.bin") == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_atomic_copy_puts_a_whole_copy_in_place(tmp_path, link):
+    import os
+
+    from cs336_core.files import atomic_copy
+
+    src, dest = tmp_path / "src.txt", tmp_path / "out" / "dest.txt"
+    src.write_text("corpus")
+    assert atomic_copy(src, dest, link=link) == dest and dest.read_text() == "corpus"
+    assert os.path.samefile(src, dest) == link  # a hard link where asked (tmp_path allows one)
+    src.write_text("other")
+    atomic_copy(src, dest, link=link)  # replaces what was there
+    assert dest.read_text() == "other" and sorted(p.name for p in dest.parent.iterdir()) == ["dest.txt"]
+    with pytest.raises(FileNotFoundError):
+        atomic_copy(tmp_path / "missing.txt", dest, link=link)
+    assert dest.read_text() == "other" and sorted(p.name for p in dest.parent.iterdir()) == ["dest.txt"]
+
+
+def test_atomic_copy_falls_back_to_copying_where_links_fail(tmp_path, monkeypatch):
+    import os
+
+    from cs336_core.files import atomic_copy
+
+    def no_links(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "src.txt").write_text("corpus")
+    atomic_copy(tmp_path / "src.txt", tmp_path / "dest.txt", link=True)
+    assert (tmp_path / "dest.txt").read_text() == "corpus"
+    assert not os.path.samefile(tmp_path / "src.txt", tmp_path / "dest.txt")
