@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cs336_core import corpora
+from cs336_core.corpora import story_data
+from cs336_core.corpora import stories as story_generator
 from cs336_core.corpora import (
     ENDOFTEXT,
     corpus_stats,
@@ -84,14 +85,14 @@ def test_stories_have_variety_worth_modelling(stories):
 
 def test_every_template_fills_with_agreeing_pronouns():
     rng = random.Random(0)
-    templates = [t for beats in corpora._PLOTS.values() for beat in beats for t in beat]
-    templates += [*corpora._OPENINGS, *corpora._HABITS, *corpora._ENDINGS, *corpora._GENERIC_MORALS]
-    templates += [m for morals in corpora._PLOT_MORALS.values() for m in morals]
+    templates = [t for beats in story_data.PLOTS.values() for beat in beats for t in beat]
+    templates += [*story_data.OPENINGS, *story_data.HABITS, *story_data.ENDINGS, *story_data.GENERIC_MORALS]
+    templates += [m for morals in story_data.PLOT_MORALS.values() for m in morals]
     assert len(templates) >= 100
     for subject, wrong in (("she", r"\b(he|him|his|himself)\b"), ("he", r"\b(she|her|herself)\b")):
-        slots = corpora._story_slots(rng)
+        slots = story_generator._story_slots(rng)
         for prefix in ("", "f"):
-            for key, value in corpora._pronouns(subject).items():
+            for key, value in story_generator._pronouns(subject).items():
                 slots[prefix + key] = value
             slots[prefix + "He"], slots[prefix + "His"] = subject.capitalize(), slots[prefix + "his"].capitalize()
         slots["grownup_pronoun"] = subject
@@ -99,7 +100,7 @@ def test_every_template_fills_with_agreeing_pronouns():
         for template in templates:
             if subject == "he" and "mama" in template:
                 continue  # the mother animal is always "she"
-            text = corpora._fill(template, slots)
+            text = story_generator._fill(template, slots)
             assert not re.search(wrong, text, re.IGNORECASE), (template, text)
 
 
@@ -231,6 +232,64 @@ def test_corpus_stats(stories):
     assert stats["bytes"] == stories.stat().st_size
     assert stats["documents"] == stories.read_text().count(ENDOFTEXT)
     assert stats["preview"].startswith(stories.read_text()[:50])
+
+
+def test_materialize_corpus_generates_and_splits(tmp_path):
+    from cs336_core.corpora import materialize_corpus
+
+    out = tmp_path / "corpora" / "stories"
+    stats = materialize_corpus(out, source="generated_stories", target_bytes=50_000, seed=2, valid_fraction=0.1)
+    whole = generate_stories(tmp_path / "whole.txt", target_bytes=50_000, seed=2)
+    assert sorted(p.name for p in out.iterdir()) == ["all.txt", "stats.json", "train.txt", "valid.txt"]
+    assert (out / "all.txt").read_bytes() == (tmp_path / "whole.txt").read_bytes()
+    assert stats == {split: corpus_stats(out / f"{split}.txt") for split in ("train", "valid")}
+    assert stats["train"]["documents"] + stats["valid"]["documents"] == whole["documents"]
+    assert json.loads((out / "stats.json").read_text()) == {"source": "generated_stories", **stats}
+    capped = materialize_corpus(tmp_path / "web", source="stdlib_prose", target_bytes=100_000)
+    assert capped["train"]["bytes"] + capped["valid"]["bytes"] <= 100_000
+
+
+def test_materialize_corpus_from_local_files(tmp_path):
+    from cs336_core.corpora import materialize_corpus
+
+    train, valid = tmp_path / "train_in.txt", tmp_path / "valid_in.txt"
+    train.write_text("".join(f"story {i}\n{ENDOFTEXT}\n" for i in range(50)))
+    valid.write_text("just text, no separator needed for a local file\n")
+    out = tmp_path / "given"
+    materialize_corpus(out, source="local", train_path=str(train), valid_path=str(valid))
+    assert (out / "train.txt").read_bytes() == train.read_bytes()
+    assert (out / "valid.txt").read_bytes() == valid.read_bytes()
+    split = materialize_corpus(tmp_path / "split", source="local", train_path=str(train), valid_fraction=0.2, seed=1)
+    assert split["train"]["documents"] + split["valid"]["documents"] == 50
+    assert json.loads((tmp_path / "split" / "stats.json").read_text())["source"] == "local"
+
+
+def test_materialize_corpus_refuses_before_writing_anything(tmp_path):
+    from cs336_core.corpora import materialize_corpus
+
+    good = tmp_path / "good.txt"
+    good.write_text(f"A story.\n{ENDOFTEXT}\n")
+    html = tmp_path / "page.txt"
+    html.write_text("<!DOCTYPE html><html><body>Not found</body></html>")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="the local corpus file is not a usable text corpus: .*is an HTML page"):
+        materialize_corpus(out, source="local", train_path=str(good), valid_path=str(html))
+    with pytest.raises(FileNotFoundError, match=f"corpus file not found: {re.escape(str(tmp_path / 'nope.txt'))}"):
+        materialize_corpus(out, source="local", train_path=str(tmp_path / "nope.txt"))
+    with pytest.raises(ValueError, match="unknown corpus source 'web'"):
+        materialize_corpus(out, source="web")
+    with pytest.raises(ValueError, match="downloads_dir"):
+        materialize_corpus(out, source="download", train_url="http://x/a.txt", valid_url="http://x/b.txt")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_download_cache_path_is_one_folder_per_url(tmp_path):
+    from cs336_core.corpora import download_cache_path
+
+    a = download_cache_path(tmp_path, "https://example.org/a/owt_valid.txt.gz")
+    b = download_cache_path(tmp_path, "https://example.org/b/owt_valid.txt.gz")
+    assert a.name == b.name == "owt_valid.txt" and a.parent != b.parent
+    assert a.parent.parent == tmp_path and a == download_cache_path(tmp_path, "https://example.org/a/owt_valid.txt.gz")
 
 
 def test_bpe_learns_words_from_the_stories(stories, tmp_path):

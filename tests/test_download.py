@@ -198,3 +198,30 @@ def test_command_line_download(server, tmp_path):
                            str(tmp_path / "corpus.txt")], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(done.stdout)["path"] == str(tmp_path / "corpus.txt")
     assert (tmp_path / "corpus.txt").read_bytes() == TEXT
+
+
+def test_materialize_corpus_downloads_once_and_links_the_cache(server, tmp_path, monkeypatch):
+    import cs336_core.corpora.materialize as materialize
+    from cs336_core.corpora import download_cache_path, materialize_corpus
+
+    server.files["/valid.txt"] = TEXT[:5000]
+    server.files["/nosep.txt"] = b"Plain text without the handout's separator.\n" * 20
+    urls = {"train_url": f"{server.url}/corpus.txt.gz", "valid_url": f"{server.url}/valid.txt"}
+    out, cache = tmp_path / "corpora" / "stories", tmp_path / "downloads"
+    logged = []
+    stats = materialize_corpus(out, source="download", downloads_dir=cache, **urls, log=logged.append)
+    assert (out / "train.txt").read_bytes() == TEXT and (out / "valid.txt").read_bytes() == TEXT[:5000]
+    assert stats["train"]["documents"] == 60000
+    cached = download_cache_path(cache, urls["train_url"])
+    assert os.path.samefile(cached, out / "train.txt")  # linked, not a second copy
+    assert logged == [f"downloading {url} -> {download_cache_path(cache, url)}" for url in urls.values()]
+    requests = len(server.requests)
+    materialize_corpus(out, source="download", downloads_dir=cache, **urls)  # the cache is reused as is
+    assert len(server.requests) == requests
+    assert sorted(p.name for p in out.iterdir()) == ["stats.json", "train.txt", "valid.txt"]
+    # A handout URL must carry the separator; a bad download never replaces the good corpus.
+    monkeypatch.setattr(materialize, "_HANDOUT_URLS", {f"{server.url}/nosep.txt"})
+    with pytest.raises(ValueError, match="no '<\\|endoftext\\|>' document separator"):
+        materialize_corpus(out, source="download", downloads_dir=cache,
+                           **{**urls, "valid_url": f"{server.url}/nosep.txt"})
+    assert (out / "train.txt").read_bytes() == TEXT and (out / "valid.txt").read_bytes() == TEXT[:5000]
