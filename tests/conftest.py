@@ -1,9 +1,13 @@
 """Shared fixtures. The asset-graph fixtures materialize the `test` preset once per session."""
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,22 +25,53 @@ def dagster_env(data_dir: Path, dagster_home: Path, preset: str = "test") -> dic
     return env
 
 
+@dataclass(frozen=True)
+class Graph:
+    """A materialized asset graph: its definitions, data dir and Dagster instance directory."""
+
+    defs: Any
+    data: Path
+    home: Path
+
+    @contextlib.contextmanager
+    def instance(self):
+        """The graph's persistent (SQLite) instance, holding the history of every materialization."""
+        from dagster import DagsterInstance
+
+        with DagsterInstance.from_config(str(self.home)) as instance:
+            yield instance
+
+
 @pytest.fixture(scope="session")
 def tiny_graph(tmp_path_factory):
     """The whole asset graph of the `test` preset materialized in-process into a temporary data dir.
 
-    Returns (defs, run results, data dir). Later tests reuse the data dir as their upstream.
+    Returns (defs, run results, data dir); the runs are recorded in <data dir>/dagster_home. Tests
+    that only read reuse the data dir as their upstream; a test that writes uses `graph_copy`.
     """
-    from dagster import DagsterInstance
-
     from cs336_assets.definitions import build_defs
     from cs336_assets.demo import materialize_all
+    from cs336_assets.resources import ensure_dagster_home
 
     data_dir = tmp_path_factory.mktemp("cs336_data")
     defs = build_defs("test", data_dir)
-    with DagsterInstance.ephemeral() as instance:
+    graph = Graph(defs, data_dir, ensure_dagster_home(home=data_dir / "dagster_home", set_env=False))
+    with graph.instance() as instance:
         results = materialize_all(defs, instance, log=lambda message: None)
     return defs, results, data_dir
+
+
+@pytest.fixture
+def graph_copy(tiny_graph, tmp_path) -> Graph:
+    """A private copy of the session graph (data dir and instance history) with definitions on it.
+
+    Tests that rerun or change assets use this, so no test sees another test's writes.
+    """
+    from cs336_assets.definitions import build_defs
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(tiny_graph[2], data_dir)
+    return Graph(build_defs("test", data_dir), data_dir, data_dir / "dagster_home")
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300, cwd: Path = REPO_ROOT):

@@ -14,8 +14,8 @@ from conftest import REPO_ROOT, dagster_env, run_cli
 
 
 @pytest.mark.slow
-def test_materialize_one_partition_with_run_config(tiny_graph, tmp_path):
-    _, _, data = tiny_graph
+def test_materialize_one_partition_with_run_config(graph_copy, tmp_path):
+    data = graph_copy.data
     home = tmp_path / "dagster_home"
     env = dagster_env(data, home)
     config = tmp_path / "config.yaml"
@@ -46,9 +46,9 @@ def test_unknown_partition_is_rejected(tiny_graph, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_training_run_resumes_from_its_checkpoint(tiny_graph, tmp_path):
+def test_killed_training_run_resumes_from_its_checkpoint(graph_copy, tmp_path):
     """SIGKILL a training asset mid-run; materializing it again continues from ckpt/latest.pt."""
-    _, _, data = tiny_graph
+    data = graph_copy.data
     env = dagster_env(data, tmp_path / "dagster_home")
     config = tmp_path / "config.yaml"
     config.write_text("ops:\n  stories_main_run:\n    config:\n      max_steps: 400\n"
