@@ -29,7 +29,7 @@ def build_assets(preset_name: str) -> tuple[list, list]:
 def build_defs(preset_name: str, data_dir: str | os.PathLike | None = None) -> Definitions:
     """Definitions for `preset_name` writing under `data_dir` (default: env CS336_DATA_DIR or <repo>/data)."""
     assets, checks = build_assets(preset_name)
-    workspace = Workspace(data_dir=str(Path(data_dir or default_data_dir()).resolve()), preset=preset_name)
+    workspace = Workspace.for_definitions(preset_name, str(Path(data_dir or default_data_dir()).resolve()))
     # One step at a time by default: every step process re-imports torch (~3 s) and a training step
     # wants all cores. Raise CS336_MAX_CONCURRENT on a bigger machine to run sweep points side by side.
     executor = multiprocess_executor.configured(

@@ -140,8 +140,8 @@ def test_code_version_follows_code_and_config():
     assert all(test_a.values())
 
 
-def test_rerun_archives_the_finished_run(tiny_graph, tmp_path):
-    defs, _, data = tiny_graph
+def test_rerun_archives_the_finished_run(graph_copy):
+    defs, data = graph_copy.defs, graph_copy.data
     before = (data / "runs" / "web_main_run" / "result.json").read_text()
     with DagsterInstance.ephemeral() as instance:
         result = materialize(list(defs.assets), instance=instance, resources=defs.resources,
@@ -151,6 +151,27 @@ def test_rerun_archives_the_finished_run(tiny_graph, tmp_path):
     assert json.loads((data / "runs" / "web_main_run" / "result.json").read_text())["steps"] == 4
     archived = [p for p in (data / "runs" / "_archive").iterdir() if p.name.startswith("web_main_run-")]
     assert any((p / "result.json").read_text() == before for p in archived)
+
+
+def test_resource_preset_other_than_the_definitions_is_rejected(tmp_path):
+    """Partitions and code versions come from the preset the definitions were loaded with; a run
+    configured with another preset's knobs would mix the two."""
+    defs = build_defs("test", tmp_path / "data")
+    other = {"resources": {"workspace": {"config": {"data_dir": str(tmp_path / "data"), "preset": "cpu"}}}}
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                             selection=["accounting_tables"], run_config=other, raise_on_error=False)
+        same = materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                           selection=["accounting_tables"], raise_on_error=False, run_config={
+                               "resources": {"workspace": {"config": {"data_dir": str(tmp_path / "other"),
+                                                                      "preset": "test"}}}})
+    assert not result.success
+    errors = "\n".join(e.event_specific_data.error.to_string() for e in result.all_events
+                       if getattr(e.event_specific_data, "error", None))
+    assert "resource config preset 'cpu' does not match" in errors and "loaded with ('test')" in errors
+    assert not (tmp_path / "data" / "accounting").exists()
+    # The same preset through run config is fine (the documented way to move the data dir).
+    assert same.success and (tmp_path / "other" / "accounting" / "accounting.md").exists()
 
 
 def test_missing_local_corpus_is_a_clear_error(tmp_path):
