@@ -7,7 +7,7 @@ import numpy as np
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, AssetsDefinition,
                      MaterializeResult, MetadataValue, asset, asset_check)
 
-from cs336_assets.common import code_version, knobs_metadata, progress_logger
+from cs336_assets.common import code_version, knobs_metadata, output_data_version, progress_logger
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.tokenizers import load_tokenizer
@@ -24,11 +24,12 @@ def _tokens_asset(preset: Preset, role: str) -> AssetsDefinition:
         group_name=GROUP,
         deps=[f"{role}_corpus", f"{role}_tokenizer"],
         kinds={"numpy"},
-        code_version=code_version(__file__, ("tokenization",), dataclasses.asdict(preset.tokenizers[role])),
+        code_version=code_version(__file__, config=dataclasses.asdict(preset.tokenizers[role])),
         description=f"The {role} train and valid splits encoded with the {role} tokenizer (uint16 .npy).",
     )
     def tokens_asset(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
         tokenizer = load_tokenizer(workspace, role)
+        spec = dataclasses.asdict(workspace.get_preset().tokenizers[role])
         metadata = {}
         for split in SPLITS:
             out = workspace.tokens_path(role, split)
@@ -45,9 +46,9 @@ def _tokens_asset(preset: Preset, role: str) -> AssetsDefinition:
                 f"{split}_path": MetadataValue.path(str(out)),
             })
             metadata["dtype"] = str(ids.dtype)
-        return MaterializeResult(metadata={
-            **knobs_metadata(workspace.get_preset(), tokenizer=dataclasses.asdict(workspace.get_preset().tokenizers[role])),
-            **metadata})
+        outputs = [workspace.tokens_path(role, split) for split in SPLITS]
+        return MaterializeResult(data_version=output_data_version(spec, *outputs),
+                                 metadata={**knobs_metadata(workspace.get_preset(), tokenizer=spec), **metadata})
 
     return tokens_asset
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, AssetsDefinition,
                      MaterializeResult, MetadataValue, asset, asset_check)
 
-from cs336_assets.common import PeakMemory, code_version, knobs_metadata, progress_logger
+from cs336_assets.common import PeakMemory, code_version, knobs_metadata, output_data_version, progress_logger
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_core import reporting, tokenization
@@ -42,7 +42,7 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
         group_name=GROUP,
         deps=[f"{role}_corpus"],
         kinds={"python"},
-        code_version=code_version(__file__, ("tokenization",), dataclasses.asdict(spec)),
+        code_version=code_version(__file__, config=dataclasses.asdict(spec)),
         description=f"Byte-level BPE, {spec.vocab_size:,} tokens, trained on the {role} train split "
                     "(vocab.json + merges.txt in GPT-2's format).",
     )
@@ -65,7 +65,7 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
                  "train_bytes": train_path.stat().st_size, "longest_tokens": longest}
         atomic_write_json(workspace.tokenizer_dir(role) / "stats.json", stats)
         table = reporting.markdown_table([{**t, "token": f"`{t['token']}`"} for t in longest])
-        return MaterializeResult(metadata={
+        metadata = {
             **knobs_metadata(workspace.get_preset(), tokenizer=dataclasses.asdict(spec_now)),
             "vocab_size": len(vocab),
             "merges": len(merges),
@@ -75,7 +75,11 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
             "longest_token": longest[0]["token"],
             "longest_tokens": MetadataValue.md(table),
             "path": MetadataValue.path(str(workspace.tokenizer_dir(role))),
-        })
+        }
+        # The product is vocab + merges; stats.json holds timings that differ on every run and
+        # would mark the token files stale after a retrain that changed nothing.
+        version = output_data_version(dataclasses.asdict(spec_now), vocab_path, merges_path)
+        return MaterializeResult(metadata=metadata, data_version=version)
 
     return tokenizer_asset
 
