@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cs336_assets.common import code_version, knobs_metadata
+from cs336_assets.common import code_version, knobs_metadata, output_data_version
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_core import accounting, reporting
@@ -30,12 +30,18 @@ def preset_model_rows(preset: Preset) -> list[dict]:
     return rows
 
 
+def _knobs(preset: Preset) -> dict:
+    """What the preset's own table rows are computed from."""
+    return {"batch_size": preset.run.batch_size, "max_steps": preset.run.max_steps,
+            "models": {role: preset.model_for(role).to_dict() for role in ROLES}}
+
+
 def build(preset: Preset) -> list[AssetsDefinition]:
     @asset(
         name="accounting_tables",
         group_name=GROUP,
         kinds={"python"},
-        code_version=code_version(__file__, ("accounting",), {"model": preset.model.to_dict(), "batch": preset.run.batch_size}),
+        code_version=code_version(__file__, config=_knobs(preset)),
         description="Parameter, FLOP and memory accounting: the handout's GPT-2 tables, the GPT-2 XL AdamW "
                     "answers and this preset's own models.",
     )
@@ -55,12 +61,14 @@ def build(preset: Preset) -> list[AssetsDefinition]:
         out_dir = workspace.path("accounting")
         atomic_write_json(out_dir / "accounting.json", {"gpt2": gpt2, "gpt2_xl_adamw": xl, "preset_models": ours})
         atomic_write_text(out_dir / "accounting.md", markdown)
-        return MaterializeResult(metadata={
-            **knobs_metadata(preset_now, batch_size=preset_now.run.batch_size, model=preset_now.model.to_dict()),
-            "gpt2_xl_max_batch_80GB": xl["max_batch_size_80GB"],
-            "gpt2_xl_training_days": round(xl["training_days_400k_steps_batch_1024_mfu_0.5_A100"], 1),
-            "tables": MetadataValue.md(markdown),
-            "path": MetadataValue.path(str(out_dir / "accounting.md")),
-        })
+        return MaterializeResult(
+            metadata={
+                **knobs_metadata(preset_now, **_knobs(preset_now)),
+                "gpt2_xl_max_batch_80GB": xl["max_batch_size_80GB"],
+                "gpt2_xl_training_days": round(xl["training_days_400k_steps_batch_1024_mfu_0.5_A100"], 1),
+                "tables": MetadataValue.md(markdown),
+                "path": MetadataValue.path(str(out_dir / "accounting.md")),
+            },
+            data_version=output_data_version(_knobs(preset_now), out_dir / "accounting.json", out_dir / "accounting.md"))
 
     return [accounting_tables]

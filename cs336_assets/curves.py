@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cs336_assets.common import code_version, knobs_metadata
+from cs336_assets.common import code_version, knobs_metadata, output_data_version
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.training import SWEEPS
@@ -61,7 +61,7 @@ def _curves_asset(preset: Preset, name: str, run_asset: str, keys: list[str], ti
         group_name=GROUP,
         deps=[run_asset] if isinstance(run_asset, str) else run_asset,
         kinds={"pandas"},
-        code_version=code_version(__file__, ("reporting",), {"keys": keys}),
+        code_version=code_version(__file__, config={"keys": keys, "target": preset.target_val_loss}),
         description=f"{title}: table of step, wall-clock, train and val loss per variant, and a PNG plot.",
     )
     def curves_asset(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
@@ -73,9 +73,13 @@ def _curves_asset(preset: Preset, name: str, run_asset: str, keys: list[str], ti
         missing = sorted(set(keys) - set(runs))
         if missing:
             context.log.warning(f"{name}: no run yet for {missing}; plotting the {len(runs)} that exist")
-        metadata = write_curves(workspace, name, runs, title, target=workspace.get_preset().target_val_loss)
-        return MaterializeResult(metadata={**knobs_metadata(workspace.get_preset(), variants=list(runs)),
-                                           "missing_variants": str(missing), **metadata})
+        target = workspace.get_preset().target_val_loss
+        metadata = write_curves(workspace, name, runs, title, target=target)
+        knobs = {"variants": list(runs), "target": target}
+        outputs = [workspace.path("curves", f"{name}.{ext}") for ext in ("csv", "png", "md")]
+        return MaterializeResult(metadata={**knobs_metadata(workspace.get_preset(), **knobs),
+                                           "missing_variants": str(missing), **metadata},
+                                 data_version=output_data_version(knobs, *outputs))
 
     return curves_asset
 

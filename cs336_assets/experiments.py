@@ -5,7 +5,7 @@ import time
 
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cs336_assets.common import code_version, knobs_metadata
+from cs336_assets.common import code_version, knobs_metadata, output_data_version
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.tokenizers import load_tokenizer
@@ -36,8 +36,8 @@ def build(preset: Preset) -> list[AssetsDefinition]:
         group_name=GROUP,
         deps=[f"{role}_tokenizer" for role in ROLES] + [f"{role}_corpus" for role in ROLES],
         kinds={"pandas"},
-        code_version=code_version(__file__, ("tokenization", "corpora"), {"docs": preset.tokenizer_experiment_docs,
-                                                                "throughput_bytes": THROUGHPUT_BYTES}),
+        code_version=code_version(__file__, config={"docs": preset.tokenizer_experiment_docs,
+                                                    "throughput_bytes": THROUGHPUT_BYTES}),
         description="Compression ratio (bytes/token) of each tokenizer on sampled documents of each corpus "
                     "(including the cross case), throughput and the projected time to tokenize the Pile.",
     )
@@ -70,12 +70,11 @@ def build(preset: Preset) -> list[AssetsDefinition]:
         atomic_write_json(out_dir / "tokenizer_experiments.json", rows)
         atomic_write_text(out_dir / "tokenizer_experiments.md", table + "\n")
         by_case = {f"{r['tokenizer'].split()[0]}_on_{r['text']}_bytes_per_token": r["bytes_per_token"] for r in rows}
-        return MaterializeResult(metadata={
-            **knobs_metadata(preset_now, documents_per_corpus=n_docs, throughput_bytes=THROUGHPUT_BYTES,
-                             pile_bytes=preset_now.pile_bytes),
-            **by_case,
-            "table": MetadataValue.md(table),
-            "path": MetadataValue.path(str(out_dir / "tokenizer_experiments.md")),
-        })
+        knobs = {"documents_per_corpus": n_docs, "throughput_bytes": THROUGHPUT_BYTES,
+                 "pile_bytes": preset_now.pile_bytes}
+        return MaterializeResult(
+            metadata={**knobs_metadata(preset_now, **knobs), **by_case, "table": MetadataValue.md(table),
+                      "path": MetadataValue.path(str(out_dir / "tokenizer_experiments.md"))},
+            data_version=output_data_version(knobs, out_dir / "tokenizer_experiments.json"))
 
     return [tokenizer_experiments]

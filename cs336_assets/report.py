@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cs336_assets.common import code_version, knobs_metadata
+from cs336_assets.common import code_version, knobs_metadata, output_data_version
 from cs336_assets.curves import TITLES
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
@@ -147,20 +147,25 @@ def build(preset: Preset) -> list[AssetsDefinition]:
     @asset(
         name="report",
         group_name=GROUP,
+        # Every asset whose files the report reads, not only the curves built from some of them:
+        # Dagster looks one edge up for staleness, so a main run rebuilt differently must be a
+        # direct dependency for the report to go stale with it.
         deps=["tokenizer_experiments", "accounting_tables", "samples", "main_runs_curves"]
-        + [f"{name}_curves" for name in SWEEPS],
+        + [f"{name}_curves" for name in SWEEPS] + list(SWEEPS)
+        + [f"{role}_{kind}" for role in ROLES for kind in ("corpus", "tokenizer", "tokens", "main_run")],
         kinds={"markdown"},
-        code_version=code_version(__file__, ("reporting",), {"preset": preset.name}),
+        code_version=code_version(__file__, config=preset.to_dict()),
         description="The writeup: the handout's questions answered with this run's numbers, curves and samples.",
     )
     def report(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
         out = workspace.path("report", "report.md")
         atomic_write_text(out, assemble_report(workspace, embed_images=False))
-        return MaterializeResult(metadata={
-            **knobs_metadata(workspace.get_preset(), all_knobs=workspace.get_preset().to_dict()),
-            "report": MetadataValue.md(assemble_report(workspace, embed_images=True)),
-            "path": MetadataValue.path(str(out)),
-        })
+        knobs = workspace.get_preset().to_dict()
+        return MaterializeResult(
+            metadata={**knobs_metadata(workspace.get_preset(), all_knobs=knobs),
+                      "report": MetadataValue.md(assemble_report(workspace, embed_images=True)),
+                      "path": MetadataValue.path(str(out))},
+            data_version=output_data_version(knobs, out))
 
     return [report]
 
