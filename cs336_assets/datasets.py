@@ -61,7 +61,12 @@ def _ids_in_range_check(role: str):
         metadata: dict = {"vocab_size": vocab_size}
         passed = True
         for split in SPLITS:
-            ids = load_tokens(workspace.tokens_path(role, split))
+            try:
+                ids = load_tokens(workspace.tokens_path(role, split))
+            except (FileNotFoundError, ValueError) as err:  # missing, empty or malformed: failed, with why
+                metadata[f"{split}_error"] = str(err)
+                passed = False
+                continue
             biggest = int(np.max(ids)) if len(ids) else -1
             metadata[f"{split}_max_id"] = biggest
             metadata[f"{split}_tokens"] = len(ids)

@@ -96,10 +96,25 @@ def _vocab_size_check(role: str):
     return vocab_size_check
 
 
+def vocab_from_merges(merges: list[tuple[bytes, bytes]], special_tokens: list[str]) -> dict[int, bytes] | None:
+    """The vocabulary BPE training builds with `merges`: special tokens, the 256 bytes, then one
+    token per merge in order; None if a merge joins a token that no earlier merge made."""
+    vocab = {i: token.encode("utf-8") for i, token in enumerate(special_tokens)}
+    vocab |= {len(vocab) + byte: bytes([byte]) for byte in range(256)}
+    known = set(vocab.values())
+    for a, b in merges:
+        if a not in known or b not in known:
+            return None
+        vocab[len(vocab)] = a + b
+        known.add(a + b)
+    return vocab
+
+
 def _merges_reproducible_check(role: str):
     @asset_check(asset=f"{role}_tokenizer", name="merges_reproducible",
-                 description="Retraining on a slice of the train split gives identical merges serially and "
-                             "with 2 workers, and the saved files reload to the same vocab and merges.")
+                 description="The saved merges, applied in order, rebuild the saved vocabulary id for id; "
+                             "retraining on a slice of the train split gives identical merges serially and "
+                             "with 2 workers; and the saved files reload to the same vocab and merges.")
     def merges_reproducible_check(context: AssetCheckExecutionContext, workspace: Workspace) -> AssetCheckResult:
         spec = workspace.get_preset().tokenizers[role]
         vocab_path, merges_path = tokenizer_files(workspace, role)
@@ -117,9 +132,10 @@ def _merges_reproducible_check(role: str):
             parallel = tokenization.train_bpe(slice_path, small_vocab, list(spec.special_tokens), num_workers=2)
         round_trip = reloaded == (vocab, merges)
         deterministic = serial == parallel
-        return AssetCheckResult(passed=round_trip and deterministic, metadata={
-            "saved_files_round_trip": round_trip, "serial_equals_parallel": deterministic,
-            "slice_bytes": len(head), "slice_vocab_size": small_vocab})
+        rebuilds = vocab_from_merges(merges, list(spec.special_tokens)) == vocab
+        return AssetCheckResult(passed=round_trip and deterministic and rebuilds, metadata={
+            "merges_rebuild_vocab": rebuilds, "saved_files_round_trip": round_trip,
+            "serial_equals_parallel": deterministic, "slice_bytes": len(head), "slice_vocab_size": small_vocab})
 
     return merges_reproducible_check
 
