@@ -56,23 +56,44 @@ def test_forward_flops_hand_derived():
     assert forward_flops(SMALL, batch_size=5)["total"] == 5 * flops["total"]
 
 
+# GPT-2 XL as the handout describes it, and its numbers derived by hand from the handout's formulas
+# (RMSNorm, SwiGLU with d_ff = 4 d, RoPE, untied embeddings; a matmul (m x n)(n x p) is 2mnp FLOPs).
+V, T, D, LAYERS, D_FF = 50_257, 1_024, 1_600, 48, 6_400
+# embeddings + LM head, per layer 4 d^2 attention + 3 d d_ff SwiGLU + two RMSNorm gains, final norm
+XL_PARAMETERS = 2 * V * D + LAYERS * (4 * D * D + 3 * D * D_FF + 2 * D) + D
+
+
+def xl_forward_flops(t: int) -> dict[str, int]:
+    """Per part: Q, K, V projections 3 x 2 t d^2, scores and weighted values 2 t^2 d each, output
+    projection 2 t d^2, SwiGLU 3 x 2 t d d_ff, all per layer; LM head 2 t d V."""
+    parts = {"attention_qkv_proj": LAYERS * 6 * t * D * D, "attention_scores": LAYERS * 2 * t * t * D,
+             "attention_values": LAYERS * 2 * t * t * D, "attention_output_proj": LAYERS * 2 * t * D * D,
+             "ffn": LAYERS * 6 * t * D * D_FF, "lm_head": 2 * t * D * V}
+    return parts | {"total": sum(parts.values())}
+
+
 def test_gpt2_xl_numbers():
     xl = GPT2_SHAPES["GPT-2 XL"]
-    assert count_parameters(xl) == pytest.approx(2.13e9, rel=0.01)
-    # Forward FLOPs of GPT-2 XL at context 1,024: ~4.5 TFLOPs, FFN the largest share.
-    flops = forward_flops(xl)
-    assert flops["total"] == pytest.approx(4.51e12, rel=0.01)
-    assert max(flops, key=lambda k: 0 if k == "total" else flops[k]) == "ffn"
-    # At context 16,384 the T^2 attention terms dominate.
-    long = forward_flops(dataclasses.replace(xl, context_length=16_384))
-    assert long["attention_scores"] + long["attention_values"] > 0.5 * long["total"]
+    assert XL_PARAMETERS == 2_127_057_600  # the handout's ~2.1B, to the parameter
+    assert count_parameters(xl) == XL_PARAMETERS
+    assert xl_forward_flops(T)["total"] == 4_513_336_524_800  # ~4.513 TFLOPs
+    assert forward_flops(xl) == xl_forward_flops(T)
+    assert forward_flops(dataclasses.replace(xl, context_length=16_384)) == xl_forward_flops(16_384)
 
 
 def test_training_memory_and_max_batch():
     xl = GPT2_SHAPES["GPT-2 XL"]
     memory = training_memory(xl, 3)
-    params = 4 * count_parameters(xl)
+    params = 4 * XL_PARAMETERS  # float32
     assert memory["parameters"] == memory["gradients"] == params and memory["optimizer_state"] == 2 * params
+    # Per layer: two norm inputs 2Td, Q K V 3Td, scores and softmax 2hT^2, weighted values Td, output
+    # projection Td, SwiGLU's four hidden tensors 4T d_ff and its output Td; then the final norm Td,
+    # the logits and the cross-entropy softmax TV each.
+    per_sequence = LAYERS * (8 * T * D + 2 * 25 * T * T + 4 * T * D_FF) + T * D + 2 * T * V
+    assert activation_elements_per_sequence(xl)["total"] == per_sequence == 4_508_583_936
+    # 80 GB minus 16 bytes per parameter leaves room for 2 sequences of 4 bytes per activation.
+    assert (80e9 - 16 * XL_PARAMETERS) // (4 * per_sequence) == 2
+    assert max_batch_size(xl, 80e9) == 2
     assert memory["activations"] == 3 * 4 * activation_elements_per_sequence(xl)["total"]
     assert memory["total"] == sum(v for k, v in memory.items() if k != "total")
     # activations are linear in batch size
@@ -89,21 +110,34 @@ def test_training_memory_and_max_batch():
 
 def test_step_flops_and_training_days():
     xl = GPT2_SHAPES["GPT-2 XL"]
-    step = adamw_step_flops(xl, 1024)
-    assert step["backward"] == 2 * step["forward"] == 2 * 1024 * forward_flops(xl)["total"]
+    forward = 1024 * xl_forward_flops(T)["total"]
+    # forward + backward (twice the forward) + 13 FLOPs per parameter for the AdamW update
+    assert adamw_step_flops(xl, 1024) == {"forward": forward, "backward": 2 * forward,
+                                          "optimizer": 13 * XL_PARAMETERS,
+                                          "total": 3 * forward + 13 * XL_PARAMETERS}
     days = training_days(xl, 400_000, 1024, mfu=0.5, peak_flops=19.5e12)
-    assert days == pytest.approx(400_000 * step["total"] / (0.5 * 19.5e12) / 86_400)
-    assert 5_000 < days < 8_000  # the handout's order of magnitude for GPT-2 XL on one A100
+    assert days == pytest.approx(400_000 * (3 * forward + 13 * XL_PARAMETERS) / (0.5 * 19.5e12) / 86_400)
+    assert days == pytest.approx(6_583.57, abs=0.01)  # about 18 years on one A100 at 50% MFU
     with pytest.raises(ValueError, match="mfu"):
         training_days(xl, 1, 1, mfu=0)
 
 
 def test_tables_and_cli():
     rows = gpt2_accounting_tables()
-    assert len(rows) == 8 and {r["context"] for r in rows} == {1_024, 16_384}
-    for row in rows:
-        shares = sum(v for k, v in row.items() if k.endswith("_%"))
-        assert shares == pytest.approx(100.0)
+    assert [(r["model"], r["context"]) for r in rows] == [
+        (model, context) for context in (1_024, 16_384) for model in GPT2_SHAPES]
+    for context in (1_024, 16_384):
+        xl = next(r for r in rows if r["model"] == "GPT-2 XL" and r["context"] == context)
+        flops = xl_forward_flops(context)
+        assert xl["forward_TFLOPs"] == pytest.approx(flops["total"] / 1e12)
+        for part in ("attention_qkv_proj", "attention_scores", "attention_values", "attention_output_proj",
+                     "ffn", "lm_head"):
+            assert xl[f"{part}_%"] == pytest.approx(100 * flops[part] / flops["total"]), (context, part)
+    # The handout's point: the FFN dominates at 1,024 (66.9%), attention's T^2 terms at 16,384 (55.2%).
+    short = next(r for r in rows if r["model"] == "GPT-2 XL" and r["context"] == 1_024)
+    long = next(r for r in rows if r["model"] == "GPT-2 XL" and r["context"] == 16_384)
+    assert short["ffn_%"] == pytest.approx(66.91, abs=0.01)
+    assert long["attention_scores_%"] + long["attention_values_%"] == pytest.approx(55.15, abs=0.01)
     out = subprocess.run([sys.executable, "-m", "cs336_core.accounting"], capture_output=True, text=True, check=True).stdout
     assert "| GPT-2 XL | 16,384 | 2,127,057,600 |" in out
     assert "largest batch in 80 GB" in out
