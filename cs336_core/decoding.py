@@ -1,5 +1,8 @@
 """Text generation from a TransformerLM: temperature, nucleus (top-p) sampling and a KV cache.
 
+`KVCache` lives here and is re-exported by cs336_core.model, whose forward takes one; this module
+imports the model only for type hints, so the two import each other without a cycle.
+
 Policies (chosen to keep every step exact, never approximate):
   - The context window is never exceeded: generation stops once prompt + new tokens fill
     `context_length` (no sliding window, which would invalidate the RoPE positions of a KV cache and
@@ -13,12 +16,72 @@ Policies (chosen to keep every step exact, never approximate):
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor
 
-from cs336_core.model import TransformerLM, softmax
+from cs336_core.kernels import softmax
+
+if TYPE_CHECKING:
+    from cs336_core.model import TransformerLM
+
+
+# ----------------------------------------------------------------------------------------------
+# KV cache: the model reads it, generate() creates it
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, in preallocated buffers.
+
+    `TransformerLM.forward(new_ids, kv_cache=cache)` appends the new tokens' keys/values in every
+    layer and then advances `length`, so each decoding step costs O(length) instead of O(length^2).
+    """
+
+    def __init__(self, num_layers: int, max_seq_len: int):
+        self.max_seq_len = max_seq_len
+        self.length = 0
+        self.keys: list[Tensor | None] = [None] * num_layers
+        self.values: list[Tensor | None] = [None] * num_layers
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v of shape (rows, new, d) after the cached ones; return all of them (rows, length, d).
+
+        Rows are (batch * heads), as attention reads them: the returned views need no copy.
+        """
+        end = self.length + k.shape[1]
+        if end > self.max_seq_len:
+            raise ValueError(f"KV cache holds at most {self.max_seq_len} tokens, asked to reach {end}")
+        if self.keys[layer] is None:
+            self.keys[layer] = k.new_empty(k.shape[0], self.max_seq_len, k.shape[2])
+            self.values[layer] = v.new_empty(v.shape[0], self.max_seq_len, v.shape[2])
+        keys, values = self.keys[layer], self.values[layer]
+        if keys.shape[0] != k.shape[0]:
+            raise ValueError(f"KV cache was filled for {keys.shape[0]} batch*head rows, got {k.shape[0]}")
+        keys[:, self.length : end] = k
+        values[:, self.length : end] = v
+        return keys[:, :end], values[:, :end]
+
+    def layer(self, index: int) -> LayerCache:
+        return LayerCache(self, index)
+
+
+class LayerCache:
+    """The view of a KVCache that one attention layer sees: where its new tokens start, and append."""
+
+    def __init__(self, cache: KVCache, layer: int):
+        self.cache, self.layer = cache, layer
+
+    @property
+    def offset(self) -> int:
+        return self.cache.length
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cache.append(self.layer, k, v)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling and generation
 
 
 def sample_next_token(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:

@@ -1,11 +1,14 @@
 """A decoder-only Transformer language model, written from scratch (handout sections 3.4-3.6).
 
-Only nn.Parameter, the container modules and torch.nn.init.trunc_normal_ come from torch.nn. The one
-exception is the opt-in `fused_attention=True` path, which calls
-torch.nn.functional.scaled_dot_product_attention; the default path is the from-scratch one and
-tests/test_model.py checks that both agree.
+Only nn.Parameter, the container modules and torch.nn.init.trunc_normal_ come from torch.nn, except
+on the opt-in `fused_attention=True` path (torch's scaled_dot_product_attention; tests check that both
+agree). Speed-only code lives elsewhere and is re-exported here: the hand-written autograd kernels
+(behind silu, softmax, scaled_dot_product_attention, RMSNorm, RoPE, attention) in kernels.py, and
+`KVCache` in decoding.py: `forward(new_ids, kv_cache=cache)` continues from position `cache.length`.
 
-Variants (keyword-only, defaults = the handout's baseline) cover the handout's ablations:
+`TransformerLM(config)` and `TransformerBlock(config)` take a `ModelConfig`, validated when built;
+the handout's positional signatures (what its adapters call) build one. Variants (defaults = the
+handout's baseline) cover the handout's ablations:
   norm="pre"    pre-norm blocks (baseline); "post" = post-norm blocks, z = norm(x + sublayer(x));
                 "none" = every RMSNorm removed, ln1/ln2 *and* ln_final (the handout's
                 layer_norm_ablation says "remove all of the RMSNorms"), so those keys leave the state
@@ -16,15 +19,11 @@ Variants (keyword-only, defaults = the handout's baseline) cover the handout's a
   tie_embeddings  lm_head shares token_embeddings' weight (initialised like lm_head, std
                 sqrt(2/(vocab+d_model)): embedding-scale std 1 would give huge initial logits)
   fused_attention opt-in F.scaled_dot_product_attention
-
-Generation feeds only new tokens through `forward(token_ids, kv_cache=cache)` with a `KVCache`;
-positions continue from `cache.length`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,6 +31,12 @@ from typing import Any, Literal
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+
+from cs336_core import decoding, kernels
+from cs336_core.decoding import KVCache, LayerCache  # KVCache is re-exported
+# silu, softmax and scaled_dot_product_attention are the handout's functions, re-exported from here.
+from cs336_core.kernels import (attention, rms_norm, rotate_pairs, scaled_dot_product_attention, silu, silu_gate,
+                                softmax)
 
 NormPlacement = Literal["pre", "post", "none"]
 PositionScheme = Literal["rope", "nope"]
@@ -45,6 +50,16 @@ def default_d_ff(d_model: int, multiple_of: int = 64) -> int:
 
 def _trunc_normal_(weight: Tensor, std: float) -> Tensor:
     return nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+def _check_heads(d_model: int, num_heads: int) -> None:
+    if d_model % num_heads:
+        raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+
+
+def _check_rope_head_dim(d_k: int) -> None:
+    if d_k % 2:
+        raise ValueError(f"RoPE needs an even head dimension, got d_k={d_k}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,47 +98,6 @@ class Embedding(nn.Module):
         return f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}"
 
 
-def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
-
-
-class _NoGradContext:
-    """Stands in for autograd's ctx when a Function's forward runs without autograd."""
-
-    def save_for_backward(self, *tensors: Tensor) -> None:
-        pass
-
-
-def _differentiable(function: type[torch.autograd.Function], *args):
-    """function.apply(*args), minus autograd's bookkeeping (tens of microseconds a call, the bulk of
-    a decoding step's time) when no gradient can flow, as in generation."""
-    if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
-        return function.apply(*args)
-    return function.forward(_NoGradContext(), *args)
-
-
-class _RMSNorm(torch.autograd.Function):
-    """y = x / rms(x) * w in float32; backward dx = r * (g w - x_hat * mean(g w x_hat)), r = 1 / rms."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
-        x32 = x.to(_at_least_float32(x.dtype))
-        inv_rms = torch.rsqrt(x32.square().mean(dim=-1, keepdim=True).add_(eps))
-        ctx.save_for_backward(x, weight, inv_rms)
-        return (x32 * inv_rms).mul_(weight).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight, inv_rms = ctx.saved_tensors
-        grad32 = grad.to(inv_rms.dtype)
-        x_hat = x.to(inv_rms.dtype) * inv_rms
-        grad_weight = (grad32 * x_hat).reshape(-1, x.shape[-1]).sum(dim=0)
-        grad_w = grad32 * weight
-        dot = (grad_w * x_hat).mean(dim=-1, keepdim=True)
-        grad_x = grad_w.sub_(x_hat.mul_(dot)).mul_(inv_rms)
-        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
-
-
 class RMSNorm(nn.Module):
     """x / RMS(x) * g, computed in float32 so bf16/fp16 inputs do not overflow the square."""
 
@@ -133,84 +107,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        return _differentiable(_RMSNorm, x, self.weight, self.eps)
-
-
-# RMSNorm, silu, softmax and RoPE have hand-written backward passes: autograd would otherwise save and
-# revisit every intermediate (sigmoid, the max, exp, the sum, the quotient), and these run on the
-# largest activations of the model (T x T attention scores, d_ff-wide FFN hidden states).
-
-
-def _silu_derivative(x: Tensor, s: Tensor) -> Tensor:
-    """d/dx x*s(x) = s + x*s*(1-s) = s * (1 + x*(1-s)), with s = sigmoid(x)."""
-    return (1 - s).mul_(x).add_(1).mul_(s)
-
-
-class _SiLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return torch.sigmoid(x).mul_(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return _silu_derivative(x, torch.sigmoid(x)).mul_(grad)
-
-
-def silu(x: Tensor) -> Tensor:
-    """x * sigmoid(x)."""
-    return _differentiable(_SiLU, x)
-
-
-class _SiLUGate(torch.autograd.Function):
-    """silu(a) * b, SwiGLU's gate, as one operation that keeps only a and b for backward."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        ctx.save_for_backward(a, b)
-        return torch.sigmoid(a).mul_(a).mul_(b)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        a, b = ctx.saved_tensors
-        s = torch.sigmoid(a)
-        grad_a = _silu_derivative(a, s).mul_(b).mul_(grad)
-        grad_b = s.mul_(a).mul_(grad)
-        return grad_a, grad_b
-
-
-def _softmax_(x: Tensor, dim: int) -> Tensor:
-    """Softmax of a freshly computed tensor, overwriting it (saves two allocations per call)."""
-    x -= x.amax(dim=dim, keepdim=True)
-    x.exp_()
-    x /= x.sum(dim=dim, keepdim=True)
-    return x
-
-
-def _softmax_backward_(grad: Tensor, probs: Tensor, dim: int) -> Tensor:
-    """dL/dx = y * (g - sum(g * y)), overwriting the fresh tensor `grad`."""
-    grad *= probs
-    return grad.addcmul_(probs, grad.sum(dim=dim, keepdim=True), value=-1)
-
-
-class _Softmax(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, dim: int) -> Tensor:
-        probs = _softmax_(x.clone(), dim)
-        ctx.dim = dim
-        ctx.save_for_backward(probs)
-        return probs
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (probs,) = ctx.saved_tensors
-        return _softmax_backward_(grad.clone(), probs, ctx.dim), None
-
-
-def softmax(x: Tensor, dim: int) -> Tensor:
-    """exp(x - max) / sum(exp(x - max)); subtracting the max keeps exp from overflowing."""
-    return _differentiable(_Softmax, x, dim)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class SwiGLU(nn.Module):
@@ -223,7 +120,7 @@ class SwiGLU(nn.Module):
         self.w3 = Linear(d_model, d_ff, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(_differentiable(_SiLUGate, self.w1(x), self.w3(x)))
+        return self.w2(silu_gate(self.w1(x), self.w3(x)))
 
 
 class SiLUFeedForward(nn.Module):
@@ -243,8 +140,7 @@ class RotaryPositionalEmbedding(nn.Module):
 
     def __init__(self, theta: float, d_k: int, max_seq_len: int, device=None):
         super().__init__()
-        if d_k % 2:
-            raise ValueError(f"RoPE needs an even head dimension, got d_k={d_k}")
+        _check_rope_head_dim(d_k)
         self.max_seq_len = max_seq_len
         inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float32) / d_k)
         angles = torch.outer(torch.arange(max_seq_len, device=device, dtype=torch.float32), inv_freq)
@@ -256,252 +152,20 @@ class RotaryPositionalEmbedding(nn.Module):
         """x: (..., seq, d_k); token_positions: (..., seq), broadcastable against x's batch dims."""
         cos = self.cos[token_positions].to(x.dtype)
         sin = self.sin[token_positions].to(x.dtype)
-        return _differentiable(_Rotate, x, cos, sin)
-
-
-def _broadcasts_into(small: torch.Size, big: torch.Size) -> bool:
-    return len(small) <= len(big) and all(a in (1, b) for a, b in zip(reversed(small), reversed(big)))
-
-
-def _rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """(x[2k], x[2k+1]) -> (x[2k] cos - x[2k+1] sin, x[2k] sin + x[2k+1] cos), written in place of a stack."""
-    x_even, x_odd = x[..., 0::2], x[..., 1::2]
-    if torch.compiler.is_compiling():  # the compiler fuses this itself and rejects out= below
-        return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
-    # Contiguous in x's logical order even when x is a permuted view: RoPE doubles as the layout change.
-    if _broadcasts_into(cos.shape[:-1], x.shape[:-1]):  # torch.broadcast_shapes costs 25-200 us
-        out = x.new_empty(x.shape)
-    else:  # positions carry batch dims that x lacks
-        out = x.new_empty(torch.broadcast_shapes(x.shape, (*cos.shape[:-1], x.shape[-1])))
-    out_even, out_odd = out[..., 0::2], out[..., 1::2]
-    torch.mul(x_even, cos, out=out_even).addcmul_(x_odd, sin, value=-1)
-    torch.mul(x_even, sin, out=out_odd).addcmul_(x_odd, cos)
-    return out
-
-
-class _Rotate(torch.autograd.Function):
-    """Pairwise rotation; its gradient is the rotation by the opposite angle (the transpose)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        ctx.save_for_backward(cos, sin)
-        return _rotate_pairs(x, cos, sin)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        cos, sin = ctx.saved_tensors
-        return _rotate_pairs(grad, cos, -sin), None, None
-
-
-# Score tiles: (queries per block, score elements per tile). On CPU a tile of float32 scores is <= 4 MB,
-# so it is scaled, masked, exponentiated and multiplied by v while it is still in cache, and each bmm
-# covers enough heads to run near matmul speed. On accelerators tiles are large so launches stay few.
-_CPU_TILE = (64, 1 << 20)
-_ACCELERATOR_TILE = (256, 1 << 26)
-
-
-def _tile_shape(device: torch.device) -> tuple[int, int]:
-    return _CPU_TILE if device.type == "cpu" else _ACCELERATOR_TILE
-
-
-@functools.lru_cache(maxsize=16)
-def _above_diagonal(size: int, device: torch.device) -> Tensor:
-    """Within a causal tile the last `size` columns hold the diagonal: keys after each query are masked."""
-    return torch.ones(size, size, dtype=torch.bool, device=device).triu_(1)
-
-
-class _ScoreTiles:
-    """The (entries, queries, keys_end) tiles that cover every score a query may attend to.
-
-    With causal=True query i sits at position k_len - q_len + i (a KV cache's prefix comes first),
-    so the query block [s, e) only reads keys [0, k_len - q_len + e): tiles above the diagonal,
-    half of all scores, are never computed.
-    """
-
-    def __init__(self, rows: int, q_len: int, k_len: int, causal: bool, device: torch.device):
-        block, elements = _tile_shape(device)
-        self.block = min(block, q_len)
-        self.group = max(1, elements // (self.block * k_len))
-        self.rows, self.q_len, self.k_len, self.causal = rows, q_len, k_len, causal
-        self.above_diagonal = _above_diagonal(self.block, device) if causal else None
-
-    def __iter__(self):
-        for r in range(0, self.rows, self.group):
-            for s in range(0, self.q_len, self.block):
-                e = min(self.q_len, s + self.block)
-                yield slice(r, r + self.group), slice(s, e), (self.k_len - self.q_len + e) if self.causal else self.k_len
-
-    def scores(self, q: Tensor, k: Tensor, entries: slice, queries: slice, keys_end: int,
-               bias: Tensor | None) -> Tensor:
-        """q k^T of one tile (q comes scaled), masked, as a fresh tensor of at least float32."""
-        scores = torch.bmm(q[entries, queries], k[entries, :keys_end].transpose(1, 2))
-        scores = scores.to(_at_least_float32(scores.dtype))
-        size = queries.stop - queries.start
-        if self.causal and size > 1:
-            scores[..., keys_end - size :].masked_fill_(self.above_diagonal[:size, :size], float("-inf"))
-        if bias is not None:
-            scores += bias[queries, :keys_end] if bias.dim() == 2 else bias[entries, queries, :keys_end]
-        return scores
-
-
-class _Attention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d_k) + mask) v, tile by tile, with a hand-written backward.
-
-    q: (N, T, d_k), k: (N, S, d_k), v: (N, S, d_v), N = batch * heads, each row's matrix contiguous
-    (a KV cache's views qualify), so every bmm runs on whole matrices at matmul speed. Each tile's
-    scores are masked, exponentiated, normalised and multiplied by v while they are still in cache.
-    The tiles' probabilities are what backward keeps: with causal masking and 64-query blocks that is
-    5/8 of the T x S scores at T = 256, and rebuilding them from q and k instead (as FlashAttention
-    does on GPUs) measured slower on CPU than reading them back.
-    bias: None, or an additive (T, S) or (N, T, S) tensor, for the public function's arbitrary masks.
-    Softmax statistics are kept in at least float32, so bf16 scores keep their precision.
-    """
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, causal: bool, bias: Tensor | None) -> Tensor:
-        rows, q_len, d_k = q.shape
-        q = q * d_k**-0.5  # scaling q once costs d_k/S of scaling every tile of scores
-        out = q.new_empty(rows, q_len, v.shape[-1])
-        tiles = _ScoreTiles(rows, q_len, k.shape[1], causal, q.device)
-        probs = []
-        for entries, queries, keys_end in tiles:
-            scores = tiles.scores(q, k, entries, queries, keys_end, bias)
-            scores = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-            tile_probs = scores.div_(scores.sum(dim=-1, keepdim=True)).to(v.dtype)
-            out[entries, queries] = torch.bmm(tile_probs, v[entries, :keys_end])
-            probs.append(tile_probs)
-        ctx.causal = causal
-        ctx.save_for_backward(q, k, v, out, *probs)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        q, k, v, out, *probs = ctx.saved_tensors  # q is already scaled by 1/sqrt(d_k)
-        rows, q_len, d_k = q.shape
-        grad_out = grad_out.contiguous()
-        stats_dtype = _at_least_float32(q.dtype)
-        # d scores = p * (d p - sum_j p_j d p_j), and sum_j p_j d p_j = grad_out . out per query.
-        grad_dot_out = (grad_out.to(stats_dtype) * out).sum(dim=-1, keepdim=True)
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        tiles = _ScoreTiles(rows, q_len, k.shape[1], ctx.causal, q.device)
-        for (entries, queries, keys_end), tile_probs in zip(tiles, probs):
-            grad_tile = grad_out[entries, queries]
-            grad_v[entries, :keys_end] += torch.bmm(tile_probs.transpose(1, 2), grad_tile)
-            grad_scores = torch.bmm(grad_tile, v[entries, :keys_end].transpose(1, 2)).to(stats_dtype)
-            grad_scores = grad_scores.sub_(grad_dot_out[entries, queries]).mul_(tile_probs).to(q.dtype)
-            grad_q[entries, queries] = torch.bmm(grad_scores, k[entries, :keys_end])
-            grad_k[entries, :keys_end] += torch.bmm(grad_scores.transpose(1, 2), q[entries, queries])
-        return grad_q.mul_(d_k**-0.5), grad_k, grad_v, None, None
-
-
-def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """Boolean mask (True = attend) -> additive bias (0 or -inf)."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-
-
-def _attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
-    """q (rows, T, d_k), k/v (rows, S, d) -> (rows, T, d_v); each row's matrices must be contiguous."""
-    if torch.compiler.is_compiling():
-        # The compiler cannot trace the tiles' out= writes but fuses plain math itself: the same
-        # query blocks, without row groups, each skipping the keys after its last query.
-        q_len, k_len = q.shape[-2], k.shape[-2]
-        block = min(_tile_shape(q.device)[0], q_len)
-        outs = []
-        for start in range(0, q_len, block):
-            end = min(q_len, start + block)
-            keys_end = k_len - q_len + end if causal else k_len
-            scores = (q[:, start:end] @ k[:, :keys_end].transpose(-2, -1)) * q.shape[-1] ** -0.5
-            if causal and end - start > 1:
-                allowed = torch.ones(end - start, keys_end, dtype=torch.bool, device=q.device).tril_(keys_end - end + start)
-                scores = scores.masked_fill(~allowed, float("-inf"))
-            outs.append(softmax(scores, dim=-1) @ v[:, :keys_end])
-        return torch.cat(outs, dim=1)
-    return _differentiable(_Attention, q, k, v, causal, None)
-
-
-def scaled_dot_product_attention(Q: Tensor, K: Tensor, V: Tensor, mask: Tensor | None = None) -> Tensor:
-    """softmax(Q K^T / sqrt(d_k)) V over any batch dims; mask is boolean with True = may attend."""
-    batch_shape, q_len, k_len = Q.shape[:-2], Q.shape[-2], K.shape[-2]
-    bias = None
-    if mask is not None:
-        bias = _mask_to_bias(mask, _at_least_float32(Q.dtype))
-        if bias.dim() > 2:  # per-batch masks: one (T, S) bias per flattened batch entry
-            bias = bias.expand(*batch_shape, q_len, k_len).reshape(-1, q_len, k_len)
-    q, k, v = (t.reshape(-1, *t.shape[-2:]).contiguous() for t in (Q, K, V))
-    return _differentiable(_Attention, q, k, v, False, bias).view(*batch_shape, q_len, V.shape[-1])
+        return rotate_pairs(x, cos, sin)
 
 
 # ----------------------------------------------------------------------------------------------
-# KV cache for incremental decoding
-
-
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far, in preallocated buffers.
-
-    `TransformerLM.forward(new_ids, kv_cache=cache)` appends the new tokens' keys/values in every
-    layer and then advances `length`, so each decoding step costs O(length) instead of O(length^2).
-    """
-
-    def __init__(self, num_layers: int, max_seq_len: int):
-        self.max_seq_len = max_seq_len
-        self.length = 0
-        self.keys: list[Tensor | None] = [None] * num_layers
-        self.values: list[Tensor | None] = [None] * num_layers
-
-    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v of shape (rows, new, d) after the cached ones; return all of them (rows, length, d).
-
-        Rows are (batch * heads), as attention reads them: the returned views need no copy.
-        """
-        end = self.length + k.shape[1]
-        if end > self.max_seq_len:
-            raise ValueError(f"KV cache holds at most {self.max_seq_len} tokens, asked to reach {end}")
-        if self.keys[layer] is None:
-            self.keys[layer] = k.new_empty(k.shape[0], self.max_seq_len, k.shape[2])
-            self.values[layer] = v.new_empty(v.shape[0], self.max_seq_len, v.shape[2])
-        keys, values = self.keys[layer], self.values[layer]
-        if keys.shape[0] != k.shape[0]:
-            raise ValueError(f"KV cache was filled for {keys.shape[0]} batch*head rows, got {k.shape[0]}")
-        keys[:, self.length : end] = k
-        values[:, self.length : end] = v
-        return keys[:, :end], values[:, :end]
-
-
-class _LayerCache:
-    """The view of a KVCache that one attention layer sees."""
-
-    def __init__(self, cache: KVCache, layer: int):
-        self.cache, self.layer = cache, layer
-
-    @property
-    def offset(self) -> int:
-        return self.cache.length
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return self.cache.append(self.layer, k, v)
-
-
-# ----------------------------------------------------------------------------------------------
-# Attention, blocks and the language model
+# Attention
 
 
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention; q/k/v/output projections store heads as (num_heads, d_k) rows."""
 
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        max_seq_len: int | None = None,
-        theta: float | None = None,
-        device=None,
-        dtype=None,
-        *,
-        fused_attention: bool = False,
-    ):
+    def __init__(self, d_model: int, num_heads: int, max_seq_len: int | None = None, theta: float | None = None,
+                 device=None, dtype=None, *, fused_attention: bool = False):
         super().__init__()
-        if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        _check_heads(d_model, num_heads)
         self.num_heads, self.d_k = num_heads, d_model // num_heads
         self.fused_attention = fused_attention
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
@@ -523,7 +187,7 @@ class MultiHeadSelfAttention(nn.Module):
             self._causal_mask = torch.ones(total, total, dtype=torch.bool, device=device).tril()
         return self._causal_mask[offset:total, :total]
 
-    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: LayerCache | None = None) -> Tensor:
         batch_shape, seq_len = x.shape[:-2], x.shape[-2]
         offset = kv_cache.offset if kv_cache is not None else 0
         # Heads become rows, (batch * heads, seq, d_k), the layout attention's matmuls and the KV cache
@@ -552,52 +216,18 @@ class MultiHeadSelfAttention(nn.Module):
             else:
                 out = fused_sdpa(q, k, v, attn_mask=self._causal(offset, seq_len, x.device))
         else:
-            out = _attention(q, k, v, causal=True)
+            out = attention(q, k, v, causal=True)
         out = rearrange(out.reshape(-1, self.num_heads, seq_len, self.d_k), "b h t d -> b t (h d)")
         return self.output_proj(out.reshape(*batch_shape, seq_len, -1))
 
 
-class TransformerBlock(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        num_heads: int,
-        d_ff: int,
-        max_seq_len: int,
-        theta: float | None,
-        device=None,
-        dtype=None,
-        *,
-        norm: NormPlacement = "pre",
-        ffn: FeedForwardKind = "swiglu",
-        fused_attention: bool = False,
-    ):
-        super().__init__()
-        if norm not in ("pre", "post", "none"):
-            raise ValueError(f"norm must be 'pre', 'post' or 'none', got {norm!r}")
-        if ffn not in ("swiglu", "silu"):
-            raise ValueError(f"ffn must be 'swiglu' or 'silu', got {ffn!r}")
-        self.norm = norm
-        kw = dict(device=device, dtype=dtype)
-        self.ln1 = RMSNorm(d_model, **kw) if norm != "none" else None
-        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, **kw, fused_attention=fused_attention)
-        self.ln2 = RMSNorm(d_model, **kw) if norm != "none" else None
-        self.ffn = (SwiGLU if ffn == "swiglu" else SiLUFeedForward)(d_model, d_ff, **kw)
-
-    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: _LayerCache | None = None) -> Tensor:
-        if self.norm == "pre":
-            x = x + self.attn(self.ln1(x), token_positions, kv_cache)
-            return x + self.ffn(self.ln2(x))
-        if self.norm == "post":
-            x = self.ln1(x + self.attn(x, token_positions, kv_cache))
-            return self.ln2(x + self.ffn(x))
-        x = x + self.attn(x, token_positions, kv_cache)
-        return x + self.ffn(x)
+# ----------------------------------------------------------------------------------------------
+# The configuration, the block and the language model
 
 
 @dataclass
 class ModelConfig:
-    """The model's shape and variant; JSON round-trips through to_dict/from_dict.
+    """The model's shape and variant, validated once, here; JSON round-trips through to_dict/from_dict.
 
     d_ff=None means the variant's default: default_d_ff(d_model) for SwiGLU, 4*d_model for SiLU.
     """
@@ -622,10 +252,9 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
         if self.d_ff is not None and (not isinstance(self.d_ff, int) or self.d_ff <= 0):
             raise ValueError(f"ModelConfig.d_ff must be a positive int or None, got {self.d_ff!r}")
-        if self.d_model % self.num_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
-        if self.position == "rope" and (self.d_model // self.num_heads) % 2:
-            raise ValueError(f"RoPE needs an even head dimension, got d_model/num_heads={self.d_model // self.num_heads}")
+        _check_heads(self.d_model, self.num_heads)
+        if self.position == "rope":
+            _check_rope_head_dim(self.d_model // self.num_heads)
         if not self.rope_theta > 0:
             raise ValueError(f"rope_theta must be positive, got {self.rope_theta!r}")
         for name, allowed in (("norm", ("pre", "post", "none")), ("position", ("rope", "nope")),
@@ -651,51 +280,97 @@ class ModelConfig:
         return cls(**data)
 
 
-class TransformerLM(nn.Module):
-    def __init__(
-        self,
-        vocab_size: int,
-        context_length: int,
-        d_model: int,
-        num_layers: int,
-        num_heads: int,
-        d_ff: int | None,
-        rope_theta: float,
-        device=None,
-        dtype=None,
-        *,
-        norm: NormPlacement = "pre",
-        position: PositionScheme = "rope",
-        ffn: FeedForwardKind = "swiglu",
-        tie_embeddings: bool = False,
-        fused_attention: bool = False,
-    ):
+def _config_arguments(config: ModelConfig, device=None, dtype=None):
+    return config, device, dtype
+
+
+def _bind(args: tuple, kwargs: dict, handout_arguments) -> tuple[ModelConfig, Any, Any]:
+    """(config, device, dtype), Python binding (and rejecting) the arguments as for a plain __init__."""
+    if isinstance(args[0] if args else kwargs.get("config"), ModelConfig):
+        return _config_arguments(*args, **kwargs)
+    return handout_arguments(*args, **kwargs)
+
+
+class TransformerBlock(nn.Module):
+    """One residual block: attention then the feed-forward network, each with the config's norm placement.
+
+    TransformerBlock(config, device=None, dtype=None), or the handout's TransformerBlock(d_model,
+    num_heads, d_ff, max_seq_len, theta, device=None, dtype=None, *, norm="pre", ffn="swiglu",
+    fused_attention=False), where theta=None means no RoPE.
+    """
+
+    def __init__(self, *args, **kwargs):
         super().__init__()
-        self.config = ModelConfig(
+        config, device, dtype = _bind(args, kwargs, self._handout_arguments)
+        kw = dict(device=device, dtype=dtype)
+        theta = config.rope_theta if config.position == "rope" else None
+        self.norm = config.norm
+        self.ln1 = RMSNorm(config.d_model, **kw) if config.norm != "none" else None
+        self.attn = MultiHeadSelfAttention(config.d_model, config.num_heads, config.context_length, theta, **kw,
+                                           fused_attention=config.fused_attention)
+        self.ln2 = RMSNorm(config.d_model, **kw) if config.norm != "none" else None
+        self.ffn = (SwiGLU if config.ffn == "swiglu" else SiLUFeedForward)(config.d_model, config.resolved_d_ff, **kw)
+
+    @staticmethod
+    def _handout_arguments(d_model: int, num_heads: int, d_ff: int, max_seq_len: int, theta: float | None,
+                           device=None, dtype=None, *, norm: NormPlacement = "pre", ffn: FeedForwardKind = "swiglu",
+                           fused_attention: bool = False):
+        # theta=None is the handout's "no RoPE"; vocab_size and num_layers keep defaults a block never reads.
+        config = ModelConfig(
+            context_length=max_seq_len, d_model=d_model, num_heads=num_heads, d_ff=d_ff,
+            position="nope" if theta is None else "rope", rope_theta=10_000.0 if theta is None else float(theta),
+            norm=norm, ffn=ffn, fused_attention=fused_attention,
+        )
+        return config, device, dtype
+
+    def forward(self, x: Tensor, token_positions: Tensor | None = None, kv_cache: LayerCache | None = None) -> Tensor:
+        if self.norm == "pre":
+            x = x + self.attn(self.ln1(x), token_positions, kv_cache)
+            return x + self.ffn(self.ln2(x))
+        if self.norm == "post":
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache))
+            return self.ln2(x + self.ffn(x))
+        x = x + self.attn(x, token_positions, kv_cache)
+        return x + self.ffn(x)
+
+
+class TransformerLM(nn.Module):
+    """Token embeddings, config.num_layers blocks, the final norm and the projection to logits.
+
+    TransformerLM(config, device=None, dtype=None), or the handout's TransformerLM(vocab_size,
+    context_length, d_model, num_layers, num_heads, d_ff, rope_theta, device=None, dtype=None, *,
+    norm="pre", position="rope", ffn="swiglu", tie_embeddings=False, fused_attention=False).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        config, device, dtype = _bind(args, kwargs, self._handout_arguments)
+        # A copy (the caller may change theirs), theta a float as the handout's arguments store it.
+        self.config = config = dataclasses.replace(config, rope_theta=float(config.rope_theta))
+        kw = dict(device=device, dtype=dtype)
+        self.context_length = config.context_length
+        self.token_embeddings = Embedding(config.vocab_size, config.d_model, **kw)
+        self.layers = nn.ModuleList(TransformerBlock(config, **kw) for _ in range(config.num_layers))
+        self.ln_final = RMSNorm(config.d_model, **kw) if config.norm != "none" else None
+        self.lm_head = Linear(config.d_model, config.vocab_size, **kw)
+        if config.tie_embeddings:
+            self.token_embeddings.weight = self.lm_head.weight
+
+    @staticmethod
+    def _handout_arguments(vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int,
+                           d_ff: int | None, rope_theta: float, device=None, dtype=None, *, norm: NormPlacement = "pre",
+                           position: PositionScheme = "rope", ffn: FeedForwardKind = "swiglu",
+                           tie_embeddings: bool = False, fused_attention: bool = False):
+        config = ModelConfig(
             vocab_size=vocab_size, context_length=context_length, d_model=d_model, num_layers=num_layers,
             num_heads=num_heads, d_ff=d_ff, rope_theta=float(rope_theta), norm=norm, position=position,
             ffn=ffn, tie_embeddings=tie_embeddings, fused_attention=fused_attention,
         )
-        kw = dict(device=device, dtype=dtype)
-        theta = rope_theta if position == "rope" else None
-        self.context_length = context_length
-        self.token_embeddings = Embedding(vocab_size, d_model, **kw)
-        self.layers = nn.ModuleList(
-            TransformerBlock(d_model, num_heads, self.config.resolved_d_ff, context_length, theta, **kw,
-                             norm=norm, ffn=ffn, fused_attention=fused_attention)
-            for _ in range(num_layers)
-        )
-        self.ln_final = RMSNorm(d_model, **kw) if norm != "none" else None
-        self.lm_head = Linear(d_model, vocab_size, **kw)
-        if tie_embeddings:
-            self.token_embeddings.weight = self.lm_head.weight
+        return config, device, dtype
 
     @classmethod
     def from_config(cls, config: ModelConfig, device=None, dtype=None) -> "TransformerLM":
-        fields = config.to_dict()
-        shape = [fields.pop(name) for name in ("vocab_size", "context_length", "d_model", "num_layers",
-                                               "num_heads", "d_ff", "rope_theta")]
-        return cls(*shape, device=device, dtype=dtype, **fields)
+        return cls(config, device=device, dtype=dtype)
 
     def new_kv_cache(self) -> KVCache:
         return KVCache(len(self.layers), self.context_length)
@@ -708,9 +383,18 @@ class TransformerLM(nn.Module):
             raise ValueError(f"sequence of {offset + seq_len} tokens exceeds context_length={self.context_length}")
         x = self.token_embeddings(token_ids)
         for index, layer in enumerate(self.layers):
-            x = layer(x, None, _LayerCache(kv_cache, index) if kv_cache is not None else None)
+            x = layer(x, None, kv_cache.layer(index) if kv_cache is not None else None)
         if kv_cache is not None:
             kv_cache.length += seq_len
         if self.ln_final is not None:
             x = self.ln_final(x)
         return self.lm_head(x)
+
+
+def __getattr__(name: str):
+    # Private names that were importable from here before the kernels moved out resolve in their new home.
+    renamed = {"_attention": (kernels, "attention"), "_LayerCache": (decoding, "LayerCache")}
+    module, new_name = renamed.get(name, (kernels, name))
+    if name.startswith("_") and not name.startswith("__") and hasattr(module, new_name):
+        return getattr(module, new_name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -270,6 +270,43 @@ def test_model_config_round_trip_and_errors():
         ModelConfig(vocab_size=0)
 
 
+def test_config_and_handout_signatures_build_the_same_modules():
+    cfg = ModelConfig(**SMALL)
+    builds = [lambda: TransformerLM(cfg), lambda: TransformerLM(config=cfg), lambda: TransformerLM(**SMALL),
+              lambda: TransformerLM(64, 16, 32, 2, 4, 48, 10_000.0, None, torch.float32)]
+    states = []
+    for build in builds:
+        torch.manual_seed(0)
+        states.append(build().state_dict())
+    for state in states[1:]:
+        assert state.keys() == states[0].keys() and all(torch.equal(state[k], states[0][k]) for k in state)
+    model = TransformerLM(cfg)
+    assert model.config == cfg and model.config is not cfg
+    block_cfg = ModelConfig(d_model=32, num_heads=4, d_ff=48, context_length=16, position="nope", norm="post")
+    torch.manual_seed(0)
+    by_config = TransformerBlock(block_cfg)
+    torch.manual_seed(0)
+    by_handout = TransformerBlock(d_model=32, num_heads=4, d_ff=48, max_seq_len=16, theta=None, norm="post")
+    assert by_config.attn.rope is None and by_handout.attn.rope is None
+    x = torch.randn(2, 5, 32)
+    assert torch.equal(by_config(x), by_handout(x))
+    with pytest.raises(TypeError):
+        TransformerLM(cfg, bogus=1)
+    with pytest.raises(TypeError, match="rope_theta"):
+        TransformerLM(64, 16, 32, 2, 4, 48)
+    with pytest.raises(ValueError, match="norm"):
+        TransformerBlock(32, 4, 48, 16, 10_000.0, norm="layer")
+
+
+def test_names_that_moved_out_of_model_still_import_from_it():
+    from cs336_core import decoding, kernels
+    from cs336_core.model import _Attention, _attention, _LayerCache, _RMSNorm
+
+    assert _attention is kernels.attention and _Attention is kernels._Attention and _RMSNorm is kernels._RMSNorm
+    assert _LayerCache is decoding.LayerCache and KVCache is decoding.KVCache
+    assert softmax is kernels.softmax and scaled_dot_product_attention is kernels.scaled_dot_product_attention
+
+
 def test_forward_rejects_too_long_input():
     model = TransformerLM(**SMALL)
     with pytest.raises(ValueError, match="context_length=16"):
@@ -316,14 +353,14 @@ def test_attention_with_batch_masks_matches_torch_incl_gradients():
 def test_tiled_causal_attention_matches_torch_incl_gradients(monkeypatch, tile, q_len, k_len):
     """Every tiling (one query per block, partial last blocks, many row groups, one tile, the
     accelerators' tiles) computes the same causal attention, also after a cached prefix (q_len < k_len)."""
-    from cs336_core import model as model_module
+    from cs336_core import kernels
 
-    monkeypatch.setattr(model_module, "_CPU_TILE", tile)
+    monkeypatch.setattr(kernels, "_CPU_TILE", tile)
     torch.manual_seed(0)
     rows, d = 6, 4  # rows = batch * heads
     q = torch.randn(rows, q_len, d, dtype=torch.float64, requires_grad=True)
     k, v = (torch.randn(rows, k_len, d, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    out = model_module._attention(q, k, v, causal=True)
+    out = kernels.attention(q, k, v, causal=True)
     # query i sits at position k_len - q_len + i and sees keys up to there
     allowed = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
@@ -332,13 +369,13 @@ def test_tiled_causal_attention_matches_torch_incl_gradients(monkeypatch, tile, 
     ours = torch.autograd.grad(out, (q, k, v), grad_out)
     for mine, ref in zip(ours, torch.autograd.grad(expected, (q, k, v), grad_out)):
         torch.testing.assert_close(mine, ref)
-    assert torch.autograd.gradcheck(lambda a, b, c: model_module._attention(a, b, c, causal=True), (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: kernels.attention(a, b, c, causal=True), (q, k, v))
 
 
 def test_attention_in_bfloat16_is_as_accurate_as_torchs_own():
     """bf16 keeps 8 bits of mantissa, so q k^T itself is off by about 1%; the softmax statistics
     must not add to that: our error against float32 stays within 1.5x of torch's bf16 kernel's."""
-    from cs336_core.model import _attention
+    from cs336_core.kernels import attention as _attention
 
     torch.manual_seed(0)
     exact = [torch.randn(8, 64, 16, requires_grad=True) for _ in range(3)]
