@@ -18,9 +18,6 @@ from cs336_core.training import (
     METRIC_FIELDS,
     TrainConfig,
     TrainResult,
-    _Process,
-    _Run,
-    _unwrap,
     config_from_args,
     load_checkpoint,
     read_checkpoint,
@@ -28,6 +25,9 @@ from cs336_core.training import (
     save_checkpoint,
     train,
 )
+from cs336_core.training.checkpoint import _unwrap
+from cs336_core.training.distributed import _Process
+from cs336_core.training.loop import _Run
 
 TINY_MODEL = dict(vocab_size=64, context_length=16, d_model=32, num_layers=1, num_heads=2, d_ff=64)
 
