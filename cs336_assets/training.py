@@ -18,13 +18,10 @@ warning, so the UI shows the diverged point at a glance.
 """
 
 
-import contextlib
 import dataclasses
 import math
-import os
-import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -37,7 +34,7 @@ from cs336_assets.common import code_version, knobs_metadata, output_data_versio
 from cs336_assets.presets import (ABLATIONS, Preset, RunSpec, batch_key, lr_key, parse_batch_key, parse_lr_key)
 from cs336_assets.resources import Workspace
 from cs336_core import reporting
-from cs336_core.training import (CheckpointError, RunLock, TrainConfig, TrainResult, archive_run_dir, resume_point,
+from cs336_core.training import (LauncherWatch, RunLock, TrainConfig, TrainResult, resume_or_archive, torch_threads,
                                  train)
 
 GROUP = "training"
@@ -86,49 +83,6 @@ def train_config(workspace: Workspace, role: str, run: RunSpec, out_dir: Path, *
     )
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig, log: Callable[[str], None] = lambda message: None) -> int:
-    """Decide between resuming and starting over; returns the step training will resume from.
-
-    Call it holding the directory's RunLock. An unfinished run (killed, or stopped because its
-    launcher died) that core may resume with `config` resumes from its checkpoint. A finished run,
-    one started with another config, or one without a readable checkpoint is archived, so a rerun
-    trains afresh without losing the old one. `log` hears why a run was archived and any fallback to
-    the previous checkpoint.
-    """
-    if not run_dir.exists():
-        return 0
-    reason = "it had finished" if (run_dir / "result.json").exists() else None
-    if reason is None:
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                found = resume_point(config)
-            for warning in caught:
-                log(str(warning.message))
-            return int(found[1]["iteration"]) if found else 0
-        except (ValueError, CheckpointError) as error:  # ResumeMismatch is a ValueError
-            reason = str(error)
-    archive = archive_run_dir(run_dir)
-    if archive is not None:
-        log(f"archived the earlier run in {run_dir} to {archive} because {reason}")
-    return 0
-
-
-class LauncherWatch:
-    """`should_stop` for core's train(): true once the process that launched this one has exited.
-
-    Under `dagster asset materialize` (the multiprocess executor) the asset body runs in a step
-    process whose parent is the CLI or run worker. Killed, that parent takes nothing down with it:
-    the step is re-parented (getppid changes) and would train on alone, holding the run directory.
-    """
-
-    def __init__(self):
-        self.parent = os.getppid()
-
-    def __call__(self) -> bool:
-        return os.getppid() != self.parent
-
-
 def no_nan_check(metrics: pd.DataFrame, result: TrainResult, asset_key: str,
                  severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
     """Every logged training loss is finite, and a completed run's final validation loss is too.
@@ -173,7 +127,7 @@ def run_training(context: AssetExecutionContext, workspace: Workspace, run_name:
     config = train_config(workspace, role, run, run_dir, **model_variant)
     launcher = LauncherWatch()
     with RunLock(run_dir):  # from the resume-or-archive decision to the last write
-        resume_step = prepare_run_dir(run_dir, config, log=context.log.warning)
+        resume_step = resume_or_archive(config, log=context.log.warning)
         if resume_step:
             context.log.info(f"resuming {run_name} from its checkpoint at step {resume_step}")
         context.log.info(f"training {run_name}: {config.steps} steps of {config.tokens_per_step} tokens "
@@ -200,20 +154,6 @@ def run_training(context: AssetExecutionContext, workspace: Workspace, run_name:
         "run_dir": MetadataValue.path(str(run_dir)),
     }
     return result, metrics, metadata, output_data_version(config.to_dict(), run_dir)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run a block with `n` torch intra-op threads (0: leave torch's setting alone)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _finite_or_none(value: float | None) -> float | None:

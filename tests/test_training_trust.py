@@ -20,13 +20,16 @@ from cs336_core.model import ModelConfig
 from cs336_core.training import (
     RESUME_MAY_CHANGE,
     CheckpointError,
+    LauncherWatch,
     ResumeMismatch,
     RunLock,
     RunLockedError,
     TrainConfig,
     config_from_args,
     read_checkpoint,
+    resume_or_archive,
     save_checkpoint,
+    torch_threads,
     train,
 )
 
@@ -218,6 +221,36 @@ def test_cli_resume_modes(tmp_path):
     assert config_from_args(base + ["--resume"]).resume is True
     with pytest.raises(SystemExit):
         config_from_args(base + ["--resume", "sometimes"])
+
+
+def test_a_rerun_resumes_an_unfinished_run_and_archives_a_finished_or_changed_one(tmp_path, token_files):
+    run, heard = tmp_path / "run", []
+    assert resume_or_archive(make_config(token_files, run), log=heard.append) == 0 and not heard  # nothing there
+    progress, should_stop = stop_at(13)
+    train(make_config(token_files, run), progress=progress, should_stop=should_stop)
+    assert resume_or_archive(make_config(token_files, run), log=heard.append) == 13 and not heard
+    assert resume_or_archive(make_config(token_files, run, lr_max=3e-3), log=heard.append) == 0
+    assert not run.exists() and "lr_max: 0.01 stored, 0.003 now" in heard[-1]
+    train(make_config(token_files, run, max_steps=5))
+    assert resume_or_archive(make_config(token_files, run, max_steps=5), log=heard.append) == 0
+    assert not run.exists() and heard[-1].endswith("because it had finished")
+    assert len(list((tmp_path / "_archive").iterdir())) == 2
+
+
+def test_launcher_watch_stops_once_the_parent_process_is_gone(monkeypatch):
+    watch = LauncherWatch()
+    assert watch.parent == os.getppid() and not watch()
+    monkeypatch.setattr(os, "getppid", lambda: watch.parent + 1)  # re-parented: the launcher died
+    assert watch()
+
+
+def test_torch_threads_sets_the_count_for_a_block_and_zero_leaves_it():
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with torch_threads(0):
+        assert torch.get_num_threads() == before
 
 
 # ---------------------------------------------------------------------------------------------

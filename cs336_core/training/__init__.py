@@ -10,7 +10,7 @@ and archived rather than overwritten when started over. One module per concept:
   loop         train(): the step loop, evaluation, divergence, interrupts (should_stop)
   metrics      metrics.jsonl lines, the counters checkpoints carry, TrainResult
   distributed  data parallel under torchrun
-  runtime      the device
+  runtime      the device, torch's thread count, the watch on a launching process
   cli          the `cs336-train` command (`python -m cs336_core.training`)
 """
 
@@ -21,12 +21,13 @@ from cs336_core.training.lock import RunLock, RunLockedError
 from cs336_core.training.loop import train
 from cs336_core.training.metrics import METRIC_FIELDS, MetricsCallback, TrainResult
 from cs336_core.training.run_dir import (RESUME_MAY_CHANGE, ResumeMismatch, archive_run_dir, config_differences,
-                                         data_file_sizes, resume_point)
-from cs336_core.training.runtime import resolve_device
+                                         data_file_sizes, resume_or_archive, resume_point)
+from cs336_core.training.runtime import LauncherWatch, resolve_device, torch_threads
 
 __all__ = [
-    "CheckpointError", "DEVICES", "DTYPES", "METRIC_FIELDS", "MetricsCallback", "RESUME_MAY_CHANGE",
+    "CheckpointError", "DEVICES", "DTYPES", "LauncherWatch", "METRIC_FIELDS", "MetricsCallback", "RESUME_MAY_CHANGE",
     "RESUME_MODES", "ResumeMismatch", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "archive_run_dir",
     "build_parser", "config_differences", "config_from_args", "data_file_sizes", "load_checkpoint", "main",
-    "read_checkpoint", "resolve_device", "resume_point", "save_checkpoint", "train",
+    "read_checkpoint", "resolve_device", "resume_or_archive", "resume_point", "save_checkpoint", "torch_threads",
+    "train",
 ]

@@ -28,8 +28,9 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cs336_core.files import atomic_write_json, atomic_write_text, remove_stale_partials
 from cs336_core.training.checkpoint import CheckpointError, newest_readable, set_aside
@@ -174,3 +175,30 @@ def archive_run_dir(out_dir: str | os.PathLike) -> Path | None:
     os.replace(out_dir, archive)
     return archive
 
+
+def resume_or_archive(config: TrainConfig, log: Callable[[str], None] = lambda message: None) -> int:
+    """What a rerun of `config` does with its run directory; returns the step training will resume from.
+
+    Call it holding the directory's RunLock. An unfinished run (killed, or stopped on request) that
+    `config` may resume is resumed from its checkpoint. A finished run, one started with another
+    config, or one without a readable checkpoint is archived, so the rerun trains afresh without
+    losing the old one. `log` hears why a run was archived and any fallback to the previous checkpoint.
+    """
+    files = RunFiles(config.out_dir)
+    if not files.out_dir.exists():
+        return 0
+    reason = "it had finished" if files.result.exists() else None
+    if reason is None:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                found = resume_point(config)
+            for warning in caught:
+                log(str(warning.message))
+            return int(found[1]["iteration"]) if found else 0
+        except (ValueError, CheckpointError) as error:  # ResumeMismatch is a ValueError
+            reason = str(error)
+    archive = archive_run_dir(files.out_dir)
+    if archive is not None:
+        log(f"archived the earlier run in {files.out_dir} to {archive} because {reason}")
+    return 0
