@@ -1,16 +1,17 @@
 """cs336_core: Stanford CS336 assignment 1 written from scratch (no Dagster in here).
 
-Modules, one per concept:
+Modules and packages, one per concept:
   tokenization  byte-level BPE: train_bpe, Tokenizer, encode_file, on-disk format
   model         Linear ... TransformerLM, ModelConfig (the typed, serialisable model shape)
+  kernels       hand-written autograd kernels behind model (speed only; model reads without them)
   optim         cross_entropy, AdamW, SGD, lr_cosine_schedule, clip_gradients
   data          memory-mapped token files, get_batch, fixed validation batches
-  training      TrainConfig, train(), checkpoints, resume, DDP, the training CLI
-  decoding      generate() with temperature, top-p and a KV cache
+  training/     TrainConfig, train(), checkpoints, the run lock and resume rule, DDP, the CLI
+  decoding      generate() with temperature, top-p, and the KV cache
   accounting    parameter, FLOP and memory arithmetic of the handout's written problems
-  corpora       embedded corpora (generated stories, stdlib prose) and the resumable downloader
+  corpora/      embedded corpora (generated stories, stdlib prose), the verified downloader, documents
   reporting     loss-curve tables and plots, Markdown rendering for the report
-  files, progress  atomic writes and progress callbacks shared by all of the above
+  files, progress  atomic writes, gzip-aware reading and progress callbacks shared by all of the above
 
 Names are imported lazily so `import cs336_core` stays cheap (tokenizer worker processes need
 no torch) while `from cs336_core import X` works for every public name.
@@ -28,23 +29,26 @@ _EXPORTS = {
     "model": [
         "Linear", "Embedding", "RMSNorm", "SwiGLU", "SiLUFeedForward", "silu", "softmax",
         "RotaryPositionalEmbedding", "scaled_dot_product_attention", "MultiHeadSelfAttention",
-        "TransformerBlock", "TransformerLM", "ModelConfig", "default_d_ff", "KVCache",
+        "TransformerBlock", "TransformerLM", "ModelConfig", "default_d_ff",
     ],
     "optim": ["cross_entropy", "AdamW", "SGD", "lr_cosine_schedule", "clip_gradients"],
     "data": ["get_batch", "load_tokens", "validation_batches"],
-    "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "read_checkpoint"],
-    "decoding": ["generate"],
+    "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "read_checkpoint",
+                 "RunLock", "RunLockedError", "ResumeMismatch", "CheckpointError"],
+    "decoding": ["generate", "KVCache"],
     "accounting": ["ModelShape", "count_parameters", "forward_flops", "training_memory", "adamw_step_flops",
                    "max_batch_size", "training_days", "parameter_memory_bytes", "gpt2_accounting_tables"],
     "corpora": [
         "generate_stories", "stdlib_prose", "download", "DownloadError", "CORPUS_SOURCES", "ENDOFTEXT",
-        "iter_documents", "split_documents", "sample_documents", "corpus_stats",
+        "iter_documents", "split_documents", "sample_documents", "corpus_stats", "check_plausible_text",
+        "materialize_corpus",
     ],
     "reporting": [
         "read_metrics", "loss_curve_table", "plot_loss_curves", "png_markdown", "render_token",
         "longest_tokens", "markdown_table", "render_report",
     ],
-    "files": ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"],
+    "files": ["atomic_path", "atomic_copy", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+              "remove_stale_partials", "open_binary"],
     "progress": ["ProgressFn", "ConsoleProgress", "ThrottledLog", "PhaseTimer"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
