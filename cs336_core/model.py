@@ -33,6 +33,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from cs336_core import decoding, kernels
+from cs336_core.configs import dataclass_from_dict
 from cs336_core.decoding import KVCache, LayerCache  # KVCache is re-exported
 # silu, softmax and scaled_dot_product_attention are the handout's functions, re-exported from here.
 from cs336_core.kernels import (attention, rms_norm, rotate_pairs, scaled_dot_product_attention, silu, silu_gate,
@@ -273,11 +274,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 def _config_arguments(config: ModelConfig, device=None, dtype=None):

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
+
+from cs336_core.configs import check_number
 
 ParamsT = Iterable[Tensor] | Iterable[dict]
 
@@ -68,13 +70,50 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return _CrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long())
 
 
+# --------------------------------------------------------------------------------------------
+# One check per hyperparameter, shared by the optimizers and TrainConfig: (qualified name, value)
+# -> the value to keep, or ValueError naming it. The optimizers use the plain rules (like torch's,
+# lr = 0 and eps = 0 are allowed); TrainConfig passes strict=True: finite numbers, lr and eps > 0.
+
+
+def check_lr(name: str, value: Any, strict: bool = False) -> Any:
+    return check_number(name, value, 0.0, exclusive=strict, strict=strict)
+
+
+def check_eps(name: str, value: Any, strict: bool = False) -> Any:
+    return check_number(name, value, 0.0, exclusive=strict, strict=strict)
+
+
+def check_weight_decay(name: str, value: Any, strict: bool = False) -> Any:
+    return check_number(name, value, 0.0, strict=strict)
+
+
+def check_betas(name: str, value: Any, strict: bool = False) -> Any:
+    """Each of the two betas in [0, 1); strict: a pair (tuple or list), returned as a tuple of floats."""
+    if strict and (not isinstance(value, (tuple, list)) or len(value) != 2):
+        raise ValueError(f"{name} must be a pair of floats, got {value!r}")
+    pair = (float(value[0]), float(value[1])) if strict else (value[0], value[1])
+    if not all(0.0 <= beta < 1.0 for beta in pair):
+        raise ValueError(f"{name} must each lie in [0, 1), got {pair}")
+    return pair if strict else value
+
+
+def check_adamw_hyperparameters(*, lr: Any, betas: Any, eps: Any, weight_decay: Any, prefix: str = "AdamW",
+                                strict: bool = False) -> dict[str, Any]:
+    """AdamW's four hyperparameters, checked, as a dict by name; an error reads "{prefix}.lr must be ..."."""
+    return {
+        "lr": check_lr(f"{prefix}.lr", lr, strict),
+        "betas": check_betas(f"{prefix}.betas", betas, strict),
+        "eps": check_eps(f"{prefix}.eps", eps, strict),
+        "weight_decay": check_weight_decay(f"{prefix}.weight_decay", weight_decay, strict),
+    }
+
+
 class SGD(torch.optim.Optimizer):
     """The handout's example: theta -= lr / sqrt(t + 1) * grad."""
 
     def __init__(self, params: ParamsT, lr: float = 1e-3):
-        if lr < 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        super().__init__(params, {"lr": lr})
+        super().__init__(params, {"lr": check_lr("SGD.lr", lr)})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
@@ -113,15 +152,8 @@ class AdamW(torch.optim.Optimizer):
         *,
         foreach: bool = True,
     ):
-        if lr < 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"Invalid betas (each must be in [0, 1)): {betas}")
-        if eps < 0:
-            raise ValueError(f"Invalid eps: {eps}")
-        if weight_decay < 0:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+        defaults = check_adamw_hyperparameters(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, {**defaults, "betas": tuple(defaults["betas"])})
         self.foreach = foreach
 
     def _state_of(self, p: Tensor) -> dict:

@@ -412,3 +412,23 @@ def test_torch_compile_matches_eager():
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
     for p, g in zip(model.parameters(), eager_grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-4)
+
+
+def test_config_from_dict_names_unknown_and_missing_fields():
+    import dataclasses
+
+    from cs336_core.configs import dataclass_from_dict
+
+    assert ModelConfig.from_dict({}) == ModelConfig()
+    with pytest.raises(ValueError, match=r"unknown ModelConfig fields: \['bogus', 'extra'\]"):
+        ModelConfig.from_dict({"d_model": 32, "extra": 2, "bogus": 1})
+
+    @dataclasses.dataclass
+    class Run:
+        path: str
+        size: int
+        note: str = ""
+
+    assert dataclass_from_dict(Run, {"path": "p", "size": 1}) == Run("p", 1)
+    with pytest.raises(ValueError, match=r"Run needs \['path', 'size'\]"):
+        dataclass_from_dict(Run, {"note": "x"})

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cs336_core.model import TransformerLM
-from cs336_core.optim import SGD, AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
+from cs336_core.optim import (SGD, AdamW, check_adamw_hyperparameters, clip_gradients, cross_entropy,
+                              lr_cosine_schedule)
 
 
 def reference_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -178,3 +179,33 @@ def test_blocked_cross_entropy_matches_reference(monkeypatch):
     (grad,) = torch.autograd.grad(loss * 2.5, logits)
     expected = (torch.softmax(logits.detach(), -1) - torch.nn.functional.one_hot(targets, 7)) * 2.5 / 10
     torch.testing.assert_close(grad, expected)
+
+
+def test_hyperparameter_checks_name_the_argument_and_keep_torchs_rules():
+    p = torch.nn.Parameter(torch.zeros(2))
+    for bad, message in ((dict(lr=-1), r"AdamW\.lr must be a number >= 0\.0, got -1"),
+                         (dict(betas=(1.0, 0.9)), r"AdamW\.betas must each lie in \[0, 1\), got \(1\.0, 0\.9\)"),
+                         (dict(eps=-1), r"AdamW\.eps must be a number >= 0\.0"),
+                         (dict(weight_decay=-0.1), r"AdamW\.weight_decay must be a number >= 0\.0")):
+        with pytest.raises(ValueError, match=message):
+            AdamW([p], **bad)
+    with pytest.raises(ValueError, match=r"SGD\.lr must be a number >= 0\.0, got -0\.5"):
+        SGD([p], lr=-0.5)
+    # The optimizers' own rules are torch's: lr = 0 and eps = 0 pass, and values are kept as given.
+    opt = AdamW([p], lr=0, betas=[0.5, 0.0], eps=0.0, weight_decay=0)
+    assert opt.defaults == {"lr": 0, "betas": (0.5, 0.0), "eps": 0.0, "weight_decay": 0}
+
+
+def test_strict_hyperparameter_checks_are_trainconfigs_rules():
+    checked = check_adamw_hyperparameters(lr=1, betas=[0.9, 0.95], eps=1e-8, weight_decay=0, prefix="Run", strict=True)
+    assert checked == {"lr": 1.0, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.0}
+    assert all(type(checked[name]) is float for name in ("lr", "eps", "weight_decay"))
+    good = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for bad, message in ((dict(lr=0.0), r"Run\.lr must be a finite number > 0\.0, got 0\.0"),
+                         (dict(lr=float("inf")), r"Run\.lr must be a finite number > 0\.0, got inf"),
+                         (dict(eps=0), r"Run\.eps must be a finite number > 0\.0, got 0"),
+                         (dict(weight_decay=True), r"Run\.weight_decay must be a finite number >= 0\.0, got True"),
+                         (dict(betas=(0.9,)), r"Run\.betas must be a pair of floats, got \(0\.9,\)"),
+                         (dict(betas=(0.9, float("nan"))), r"Run\.betas must each lie in \[0, 1\)")):
+        with pytest.raises(ValueError, match=message):
+            check_adamw_hyperparameters(**{**good, **bad}, prefix="Run", strict=True)

@@ -9,7 +9,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from cs336_core.configs import check_number, dataclass_from_dict
 from cs336_core.model import ModelConfig
+from cs336_core.optim import check_betas, check_eps, check_lr, check_weight_decay
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "bfloat16")
@@ -99,14 +101,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        missing = {"train_path", "out_dir", "model"} - set(data)
-        if missing:
-            raise ValueError(f"TrainConfig needs {sorted(missing)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
@@ -137,13 +132,14 @@ def _number(minimum: float, exclusive: bool = False, optional: bool = False) -> 
     def check(name: str, value: Any) -> Any:
         if value is None and optional:
             return value
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not (ok and (value > minimum if exclusive else value >= minimum)):
-            relation = ">" if exclusive else ">="
-            raise ValueError(f"TrainConfig.{name} must be a finite number {relation} {minimum}, got {value!r}")
-        return float(value)
+        return check_number(f"TrainConfig.{name}", value, minimum, exclusive=exclusive)
 
     return check
+
+
+def _optimizer(check_hyperparameter: Callable[[str, Any, bool], Any]) -> Check:
+    """AdamW's own check of a hyperparameter under TrainConfig's stricter rules (finite; lr, eps > 0)."""
+    return lambda name, value: check_hyperparameter(f"TrainConfig.{name}", value, True)
 
 
 def _path(required: bool) -> Check:
@@ -185,15 +181,6 @@ def _model(name: str, value: Any) -> ModelConfig:
     return value
 
 
-def _betas(name: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"TrainConfig.betas must be a pair of floats, got {value!r}")
-    betas = (float(value[0]), float(value[1]))
-    if not all(0.0 <= beta < 1.0 for beta in betas):
-        raise ValueError(f"TrainConfig.betas must each lie in [0, 1), got {betas}")
-    return betas
-
-
 def _device(name: str, value: Any) -> str:
     if value not in DEVICES and not (isinstance(value, str) and value.startswith("cuda:")):
         raise ValueError(f"TrainConfig.device must be one of {DEVICES} or 'cuda:N', got {value!r}")
@@ -201,7 +188,7 @@ def _device(name: str, value: Any) -> str:
 
 
 # Checked in this order; the defaults left None are resolved afterwards from the checked values.
-# lr_max, betas, eps and weight_decay are checked here although AdamW checks them too: here a bad
+# lr_max, betas, eps and weight_decay go through AdamW's own checks (cs336_core.optim), strict: a bad
 # value fails at construction (the CLI's usage error, before any data is read) naming the
 # TrainConfig field, and must also be finite with lr_max, eps > 0, which AdamW does not require.
 _FIELD_CHECKS: dict[str, Check] = {
@@ -213,13 +200,13 @@ _FIELD_CHECKS: dict[str, Check] = {
     "batch_size": _integer(1),
     "max_steps": _integer(1, optional=True),
     "total_tokens": _integer(1, optional=True),
-    "lr_max": _number(0.0, exclusive=True),
+    "lr_max": _optimizer(check_lr),
     "lr_min": _number(0.0, optional=True),
     "warmup_steps": _integer(0, optional=True),
     "cosine_cycle_steps": _integer(0, optional=True),
-    "betas": _betas,
-    "eps": _number(0.0, exclusive=True),
-    "weight_decay": _number(0.0),
+    "betas": _optimizer(check_betas),
+    "eps": _optimizer(check_eps),
+    "weight_decay": _optimizer(check_weight_decay),
     "grad_clip": _number(0.0, exclusive=True, optional=True),
     "eval_every": _integer(0),
     "eval_batches": _integer(1),
