@@ -11,6 +11,7 @@ Modules and packages, one per concept:
   accounting    parameter, FLOP and memory arithmetic of the handout's written problems
   corpora/      embedded corpora (generated stories, stdlib prose), the verified downloader, documents
   reporting     loss-curve tables and plots, Markdown rendering for the report
+  configs       the one loader and number check that every config dataclass shares
   files, progress  atomic writes, gzip-aware reading and progress callbacks shared by all of the above
 
 Names are imported lazily so `import cs336_core` stays cheap (tokenizer worker processes need
