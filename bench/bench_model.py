@@ -90,6 +90,33 @@ class RefLM(nn.Module):
         return self.head(self.ln_f(x))
 
 
+# Our parameter names -> RefLM's, so both can run the very same weights (bench/gpu_check.py compares
+# their logits and gradients). Only the handout's baseline variant has a reference twin.
+_OURS_TO_REF = (("token_embeddings.", "emb."), ("layers.", "blocks."), ("attn.q_proj.", "q."), ("attn.k_proj.", "k."),
+                ("attn.v_proj.", "v."), ("attn.output_proj.", "o."), ("ffn.w", "w"), ("ln_final.", "ln_f."),
+                ("lm_head.", "head."))
+
+
+def reference_from_ours(model: TransformerLM) -> RefLM:
+    """A RefLM on `model`'s device and dtype holding a copy of its weights."""
+    cfg = model.config
+    baseline = (cfg.norm, cfg.position, cfg.ffn, cfg.tie_embeddings) == ("pre", "rope", "swiglu", False)
+    if not baseline:
+        raise ValueError(f"RefLM only mirrors the baseline model (pre-norm, RoPE, SwiGLU, untied); got {cfg}")
+    state = {}
+    for name, tensor in model.state_dict().items():
+        for ours, ref in _OURS_TO_REF:
+            name = name.replace(ours, ref)
+        state[name] = tensor
+    parameter = next(model.parameters())
+    # Only the parameters change dtype: Module.to(dtype) would cast RoPE's complex buffer to real.
+    ref = RefLM(cfg).to(device=parameter.device)
+    for p in ref.parameters():
+        p.data = p.data.to(parameter.dtype)
+    ref.load_state_dict(state)  # strict: a name the mapping missed fails here, not silently
+    return ref
+
+
 # ----------------------------------------------------------------------------------------------
 
 
