@@ -182,7 +182,8 @@ def test_short_run_reduces_val_loss_and_writes_every_file(tmp_path, token_files)
     assert [m["step"] for m in metrics] == [10, 20, 30, 40, 50, 60]
     for m in metrics:
         assert tuple(m) == METRIC_FIELDS == ("step", "tokens", "wall_seconds", "train_loss", "val_loss", "lr",
-                                             "grad_norm", "tokens_per_second")
+                                             "grad_norm", "tokens_per_second", "mfu")
+        assert m["mfu"] is None  # a CPU's peak is unknown and peak_flops is not given
         assert m["tokens"] == m["step"] * 8 * 16
         assert (m["val_loss"] is None) == (m["step"] % 20 != 0)
     assert [m["wall_seconds"] for m in metrics] == sorted(m["wall_seconds"] for m in metrics)

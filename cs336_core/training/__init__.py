@@ -7,8 +7,12 @@ and archived rather than overwritten when started over. One module per concept:
   run_dir      the run directory's layout, the rule for resuming it (ResumeMismatch), archiving
   lock         RunLock: one writer per run directory
   checkpoint   save/read/load checkpoints, RNG state, the fallback to previous.pt (CheckpointError)
-  loop         train(): the step loop, evaluation, divergence, interrupts (should_stop)
+  inputs       the token files a run reads, checked against the model, and its seeds
+  loop         train(): the step loop, evaluation, divergence
+  stops        stopping early: on request (should_stop) or at the wall-clock budget (max_wall_seconds)
   metrics      metrics.jsonl lines, the counters checkpoints carry, TrainResult
+  throughput   model FLOPs per token, the table of dense GPU peaks, MFU
+  tracking     optional TensorBoard / Weights & Biases logging of the metrics
   distributed  data parallel under torchrun
   runtime      the device, torch's thread count, the watch on a launching process
   cli          the `cs336-train` command (`python -m cs336_core.training`)
@@ -23,11 +27,13 @@ from cs336_core.training.metrics import METRIC_FIELDS, MetricsCallback, TrainRes
 from cs336_core.training.run_dir import (RESUME_MAY_CHANGE, ResumeMismatch, archive_run_dir, config_differences,
                                          data_file_sizes, resume_or_archive, resume_point)
 from cs336_core.training.runtime import LauncherWatch, resolve_device, torch_threads
+from cs336_core.training.throughput import DENSE_PEAK_FLOPS, flops_per_token
+from cs336_core.training.tracking import TrackingUnavailable
 
 __all__ = [
-    "CheckpointError", "DEVICES", "DTYPES", "LauncherWatch", "METRIC_FIELDS", "MetricsCallback", "RESUME_MAY_CHANGE",
-    "RESUME_MODES", "ResumeMismatch", "RunLock", "RunLockedError", "TrainConfig", "TrainResult", "archive_run_dir",
-    "build_parser", "config_differences", "config_from_args", "data_file_sizes", "load_checkpoint", "main",
-    "read_checkpoint", "resolve_device", "resume_or_archive", "resume_point", "save_checkpoint", "torch_threads",
-    "train",
+    "CheckpointError", "DENSE_PEAK_FLOPS", "DEVICES", "DTYPES", "LauncherWatch", "METRIC_FIELDS", "MetricsCallback",
+    "RESUME_MAY_CHANGE", "RESUME_MODES", "ResumeMismatch", "RunLock", "RunLockedError", "TrackingUnavailable",
+    "TrainConfig", "TrainResult", "archive_run_dir", "build_parser", "config_differences", "config_from_args",
+    "data_file_sizes", "flops_per_token", "load_checkpoint", "main", "read_checkpoint", "resolve_device",
+    "resume_or_archive", "resume_point", "save_checkpoint", "torch_threads", "train",
 ]

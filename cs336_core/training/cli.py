@@ -1,7 +1,9 @@
 """The `cs336-train` command: `python -m cs336_core.training --config cfg.json [--field value ...]`.
 
 Every TrainConfig and ModelConfig field has a flag (`--resume never` starts over); the TrainResult
-is printed as JSON. Under torchrun only rank 0 prints.
+is printed as JSON with its numbers rounded to 4 significant digits (OUT_DIR/result.json keeps them
+whole). The progress bar shows the loss, last val loss, tokens/s and MFU. Under torchrun only rank 0
+prints.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cs336_core.model import ModelConfig
-from cs336_core.progress import ConsoleProgress
+from cs336_core.progress import ConsoleProgress, round_floats
 from cs336_core.training.checkpoint import CheckpointError
 from cs336_core.training.config import TrainConfig
 from cs336_core.training.lock import RunLockedError
 from cs336_core.training.loop import train
 from cs336_core.training.run_dir import ResumeMismatch
+from cs336_core.training.tracking import TrackingUnavailable
 
 
 def _flag_parser(annotation: str) -> Callable[[str], Any]:
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = ConsoleProgress(unit="step") if is_main else None
     try:
         result = train(config, progress=progress)
-    except (RunLockedError, ResumeMismatch, CheckpointError) as error:
+    except (RunLockedError, ResumeMismatch, CheckpointError, TrackingUnavailable) as error:
         # A refusal that says what to do, not a bug: one line instead of a traceback.
         print(f"cs336-train: error: {error}", file=sys.stderr)
         return 2
@@ -102,5 +105,5 @@ def main(argv: list[str] | None = None) -> int:
         if progress is not None:
             progress.close()
     if is_main:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(round_floats(result.to_dict()), indent=2))
     return 0

@@ -16,6 +16,7 @@ from cs336_core.optim import check_betas, check_eps, check_lr, check_weight_deca
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "bfloat16")
 TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64")
+TRACKERS = (None, "tensorboard", "wandb")
 RESUME_MODES = {"auto": True, "never": False}
 
 
@@ -28,6 +29,18 @@ class TrainConfig:
     steps, `cosine_cycle_steps` to all steps, `eval_batch_size` to `batch_size`. `grad_clip=None`
     and `checkpoint_every=0` switch those off; `eval_every=0` evaluates only at the end;
     `divergence_factor=None` keeps only the non-finite-loss check.
+
+    `max_wall_seconds` is a wall-clock budget for the whole run, summed over every session that
+    resumed it (the run's `wall_seconds`). It is checked after every step; once spent, the run
+    evaluates, checkpoints and stops with status "budget" (result.json, and the last metrics line
+    carries "stopped": "budget"). The lr schedule stays defined over `max_steps`/`total_tokens`, so
+    a budget stop ends it early, wherever it is: size the steps to the throughput you expect. A
+    resumed run whose budget is already spent stops at once; resume with a larger one to go on.
+
+    `peak_flops` (FLOP/s of one device) overrides the table of dense GPU peaks that MFU is measured
+    against (see training.throughput). `tracking` ("tensorboard" or "wandb") also logs every
+    metrics line to that tool, if installed (see training.tracking); `tracking_project` names the
+    W&B project.
     """
 
     train_path: str
@@ -59,6 +72,10 @@ class TrainConfig:
     tf32: bool = True
     divergence_factor: float | None = 3.0
     resume: bool = True  # also "auto" (= True) or "never" (= False: archive an earlier run, start over)
+    max_wall_seconds: float | None = None
+    peak_flops: float | None = None
+    tracking: str | None = None
+    tracking_project: str | None = None
 
     def __post_init__(self):
         for name, check in _FIELD_CHECKS.items():
@@ -173,6 +190,12 @@ def _boolean(name: str, value: Any) -> bool:
     return value
 
 
+def _text(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"TrainConfig.{name} must be a non-empty string or null, got {value!r}")
+    return value
+
+
 def _model(name: str, value: Any) -> ModelConfig:
     if isinstance(value, dict):
         value = ModelConfig.from_dict(value)
@@ -221,4 +244,8 @@ _FIELD_CHECKS: dict[str, Check] = {
     "tf32": _boolean,
     "divergence_factor": _number(1.0, exclusive=True, optional=True),
     "resume": _boolean,
+    "max_wall_seconds": _number(0.0, exclusive=True, optional=True),
+    "peak_flops": _number(0.0, exclusive=True, optional=True),
+    "tracking": _one_of(TRACKERS, '"tensorboard", "wandb" or null'),
+    "tracking_project": _text,
 }

@@ -7,6 +7,11 @@ and training again with the same config resumes from there.
 A diverging run (non-finite loss, or loss above `divergence_factor` x its first loss) stops with
 status "diverged" instead of raising, so a learning-rate sweep records it as a result.
 
+A run whose wall-clock budget (`max_wall_seconds`, over all its sessions) is spent after a step
+evaluates, writes ckpt/latest.pt and result.json and returns status "budget"; training again with a
+larger budget resumes it (see TrainConfig). Every metrics line carries tokens_per_second and mfu
+(see throughput); progress reporters that take `info` also hear the loss, val loss, tok/s and MFU.
+
 dtype "bfloat16" runs forward passes under torch.autocast on the chosen device (the loss is taken
 in float32); tf32 applies to CUDA matmuls; compile wraps the training forward in torch.compile.
 """
@@ -18,27 +23,29 @@ import dataclasses
 import json
 import math
 import os
-import random
 import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from cs336_core.data import (batch_at, check_long_enough, check_token_ids, load_tokens, sample_starts,
-                             validation_batches)
+from cs336_core.data import batch_at, sample_starts
 from cs336_core.files import atomic_write_json
 from cs336_core.model import TransformerLM
 from cs336_core.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
-from cs336_core.progress import ProgressFn
+from cs336_core.progress import ProgressFn, report
 from cs336_core.training.checkpoint import keep_previous, rng_state, save_checkpoint, set_rng_state
 from cs336_core.training.config import TrainConfig
 from cs336_core.training.distributed import _Process, rank_device
+from cs336_core.training.inputs import load_data, seed_everything
 from cs336_core.training.lock import RunLock
-from cs336_core.training.metrics import Counters, LogWindow, MetricsCallback, TrainResult, metrics_record
+from cs336_core.training.metrics import (Counters, LogWindow, MetricsCallback, TrainResult, metrics_record,
+                                         progress_info)
 from cs336_core.training.run_dir import RunFiles, archive_run_dir, data_file_sizes, resume_point
 from cs336_core.training.runtime import resolve_device
+from cs336_core.training.stops import Stops
+from cs336_core.training.throughput import RunMFU
+from cs336_core.training.tracking import check_available, open_tracker
 
 
 def train(config: TrainConfig, callback: MetricsCallback | None = None, progress: ProgressFn | None = None,
@@ -48,6 +55,7 @@ def train(config: TrainConfig, callback: MetricsCallback | None = None, progress
     `should_stop` is asked at every step boundary; once it returns true the run checkpoints and
     returns status "interrupted".
     """
+    check_available(config)  # a tracker that cannot be imported fails before anything is read or locked
     device = rank_device(resolve_device(config.device))
     process = _Process.start(device)
     try:
@@ -55,32 +63,6 @@ def train(config: TrainConfig, callback: MetricsCallback | None = None, progress
             return _Run(config, device, process, callback, progress, should_stop).run()
     finally:
         process.close()
-
-
-def load_data(config: TrainConfig, device: torch.device, with_validation: bool) -> tuple[np.ndarray, list]:
-    """The training tokens and the fixed validation batches, both checked against the model's vocabulary."""
-
-    def open_tokens(path: str) -> np.ndarray:
-        return load_tokens(path, dtype=None if path.endswith(".npy") else config.token_dtype)
-
-    context_length, vocab_size = config.model.context_length, config.model.vocab_size
-    train_tokens = open_tokens(config.train_path)
-    check_long_enough(train_tokens, context_length, name=f"training set {config.train_path}")
-    check_token_ids(train_tokens, vocab_size, name=f"training set {config.train_path}")
-    if config.valid_path is None or not with_validation:
-        return train_tokens, []
-    val_tokens = open_tokens(config.valid_path)
-    check_token_ids(val_tokens, vocab_size, name=f"validation set {config.valid_path}")
-    return train_tokens, validation_batches(val_tokens, config.eval_batch_size, context_length,
-                                            config.eval_batches, config.eval_seed, device)
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed torch, numpy and python; return the generator of batch start offsets."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    return np.random.default_rng(seed)
 
 
 class _Run:
@@ -92,7 +74,8 @@ class _Run:
         if config.batch_size % process.world_size:
             raise ValueError(f"batch_size={config.batch_size} is not divisible by world size {process.world_size}")
         self.config, self.device, self.process = config, device, process
-        self.callback, self.progress, self.should_stop = callback, progress, should_stop
+        self.callback, self.progress = callback, progress
+        self.stops = Stops(config, process, should_stop, self.wall_seconds)
         self.files = RunFiles(config.out_dir)
         self.context_length = config.model.context_length
         self.train_tokens, self.val_batches = load_data(config, device, with_validation=process.is_main)
@@ -107,6 +90,9 @@ class _Run:
         self.data_files = data_file_sizes(config)
         self.step = self._resume_or_start()
         self.train_model = self._wrap_for_training()
+        self.mfu = RunMFU(config, device, process.world_size)
+        self.last_record: dict | None = None  # the newest metrics line, which progress reports show
+        self.tracker = None
 
     def _resume_or_start(self) -> int:
         found = resume_point(self.config) if self.config.resume else None
@@ -153,12 +139,6 @@ class _Run:
             config=self.config.to_dict(), rng=rng_state(self.batch_rng),
             counters=dataclasses.asdict(self.counters), data_files=self.data_files,
         )
-
-    def _stop_requested(self) -> bool:
-        if self.should_stop is None:
-            return False
-        # Every rank leaves the loop at the same step, or the others would wait in a collective forever.
-        return self.process.mean(1.0 if self.should_stop() else 0.0) > 0
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -214,14 +194,15 @@ class _Run:
         start_step = self.step
         window = LogWindow()
         status, message = "completed", ""
+        if self.step < total_steps and self.stops.spent_before(self.counters.wall_seconds):  # resumed, budget spent
+            status, message = "budget", self.stops.budget_message(self.step, total_steps)
         self.metrics_file = open(files.metrics, "a", encoding="utf-8") if is_main else None
         try:
+            self.tracker = open_tracker(config, self.step) if is_main else None
             self._report_progress(total_steps)
-            while self.step < total_steps:
-                if self._stop_requested():
-                    status = "interrupted"
-                    message = (f"stopped at step {self.step} of {total_steps} on request (should_stop); "
-                               "train again with the same config to resume from its checkpoint")
+            while status == "completed" and self.step < total_steps:
+                if self.stops.requested():
+                    status, message = "interrupted", Stops.interrupt_message(self.step, total_steps)
                     self._save(files.latest)
                     break
                 tick = time.perf_counter()
@@ -240,23 +221,31 @@ class _Run:
 
                 evaluate_now = bool(config.eval_every) and self.step % config.eval_every == 0
                 finished = self.step == total_steps
-                if divergence or finished or evaluate_now or self.step % config.log_every == 0:
-                    self._log(window, lr, grad_norm, evaluate=evaluate_now or finished)
+                over_budget = not finished and not divergence and self.stops.over_budget()
+                if divergence or finished or over_budget or evaluate_now or self.step % config.log_every == 0:
+                    self._log(window, lr, grad_norm, evaluate=evaluate_now or finished or over_budget,
+                              stopped="budget" if over_budget else None)
                     window = LogWindow()
                 if divergence:
                     status, message = "diverged", divergence
                     break
                 self._report_progress(total_steps)
+                if over_budget:
+                    status, message = "budget", self.stops.budget_message(self.step, total_steps)
+                    break
                 if config.checkpoint_every and self.step % config.checkpoint_every == 0 and not finished:
                     self._save(files.latest)
-            if status == "completed":
+            if status in ("completed", "budget"):
                 if self.step == start_step:  # resumed a finished run: nothing trained, score it again
                     self.counters.last_val_loss = self.evaluate()
-                self._save(files.final)
+                if status == "completed":
+                    self._save(files.final)
                 self._save(files.latest)
         finally:
             if self.metrics_file is not None:
                 self.metrics_file.close()
+            if self.tracker is not None:
+                self.tracker.close()
         result = self._result(status, message)
         if is_main and status != "interrupted":  # an interrupted run is not finished: it resumes
             atomic_write_json(files.result, result.to_dict())
@@ -266,33 +255,43 @@ class _Run:
         files, tokens = self.files, self.step * self.config.tokens_per_step
         checkpoint = files.final if status == "completed" else files.latest
         train_seconds = self.counters.train_seconds
+        tokens_per_second = tokens / train_seconds if train_seconds else 0.0
         return TrainResult(
             status=status,
             steps=self.step,
             tokens=tokens,
             wall_seconds=self.wall_seconds(),
-            tokens_per_second=tokens / train_seconds if train_seconds else 0.0,
+            tokens_per_second=tokens_per_second,
             final_train_loss=self.counters.last_train_loss,
-            final_val_loss=self.counters.last_val_loss if status == "completed" else None,
+            final_val_loss=self.counters.last_val_loss if status in ("completed", "budget") else None,
             best_val_loss=self.counters.best_val_loss,
             checkpoint_path=str(checkpoint) if checkpoint.exists() else None,
             metrics_path=str(files.metrics),
             out_dir=str(files.out_dir),
             message=message,
+            mfu=self.mfu(tokens_per_second) if train_seconds else None,
+            peak_flops=self.mfu.peak_flops,
+            peak_flops_source=self.mfu.source,
         )
 
     def _report_progress(self, total_steps: int) -> None:
         if self.progress and self.process.is_main:
-            self.progress("train", self.step, total_steps)
+            info = progress_info(self.last_record, self.counters.last_val_loss)
+            report(self.progress, "train", self.step, total_steps, info)
 
-    def _log(self, window: LogWindow, lr: float, grad_norm: float, evaluate: bool) -> None:
-        """Append one metrics line (rank 0) and hand it to the callback."""
+    def _log(self, window: LogWindow, lr: float, grad_norm: float, evaluate: bool, stopped: str | None = None) -> None:
+        """Append one metrics line (rank 0) and hand it to the callback and the tracker."""
         val_loss = self.evaluate() if evaluate and self.process.is_main else None
         self.counters.note_losses(window.mean_loss(), val_loss)
         record = metrics_record(self.step, self.config.tokens_per_step, self.wall_seconds(), window, val_loss, lr,
-                                grad_norm)
+                                grad_norm, mfu=self.mfu)
+        if stopped:
+            record["stopped"] = stopped
+        self.last_record = record
         if self.process.is_main:
             self.metrics_file.write(json.dumps(record) + "\n")
             self.metrics_file.flush()
             if self.callback:
                 self.callback(record)
+            if self.tracker is not None:
+                self.tracker.log(record)

@@ -7,8 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-# The keys of every metrics.jsonl line (val_loss is null on steps without an evaluation).
-METRIC_FIELDS = ("step", "tokens", "wall_seconds", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_second")
+# The keys of every metrics.jsonl line (val_loss is null on steps without an evaluation; mfu is
+# null when the device's peak is unknown, see throughput). The line of a run stopped by its
+# wall-clock budget adds "stopped": "budget".
+METRIC_FIELDS = ("step", "tokens", "wall_seconds", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_second",
+                 "mfu")
 MetricsCallback = Callable[[dict[str, Any]], None]
 
 
@@ -21,7 +24,9 @@ def _json_number(value):
 
 @dataclass
 class TrainResult:
-    status: str  # "completed" | "diverged" | "interrupted" (should_stop; resumable, no result.json)
+    # "completed" | "diverged" | "budget" (max_wall_seconds spent; resumable with a larger budget)
+    # | "interrupted" (should_stop; resumable, no result.json)
+    status: str
     steps: int
     tokens: int
     wall_seconds: float
@@ -33,6 +38,9 @@ class TrainResult:
     metrics_path: str
     out_dir: str
     message: str = ""
+    mfu: float | None = None  # of the whole run's tokens_per_second; None when the peak is unknown
+    peak_flops: float | None = None  # per device, the one MFU is measured against
+    peak_flops_source: str = ""  # where peak_flops comes from (the table's device and precision, or the config)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in dataclasses.asdict(self).items()}
@@ -73,8 +81,13 @@ class LogWindow:
 
 
 def metrics_record(step: int, tokens_per_step: int, wall_seconds: float, window: LogWindow,
-                   val_loss: float | None, lr: float, grad_norm: float) -> dict[str, Any]:
-    """One metrics.jsonl line: the step's counters, the window's mean loss and its throughput."""
+                   val_loss: float | None, lr: float, grad_norm: float,
+                   mfu: Callable[[float], float | None] = lambda tokens_per_second: None) -> dict[str, Any]:
+    """One metrics.jsonl line: the step's counters, the window's mean loss and its throughput.
+
+    `mfu` turns the window's tokens per second into its model FLOPs utilization (see throughput).
+    """
+    tokens_per_second = len(window.losses) * tokens_per_step / max(window.seconds, 1e-9)
     return {
         "step": step,
         "tokens": step * tokens_per_step,
@@ -83,5 +96,16 @@ def metrics_record(step: int, tokens_per_step: int, wall_seconds: float, window:
         "val_loss": _json_number(val_loss),
         "lr": lr,
         "grad_norm": _json_number(grad_norm),
-        "tokens_per_second": len(window.losses) * tokens_per_step / max(window.seconds, 1e-9),
+        "tokens_per_second": tokens_per_second,
+        "mfu": mfu(tokens_per_second),
     }
+
+
+def progress_info(record: dict[str, Any] | None, last_val_loss: float | None) -> dict[str, Any] | None:
+    """What a progress reporter shows beside the step count: the newest metrics line's loss,
+    throughput and MFU, and the last validation loss (rounded by cs336_core.progress.format_info)."""
+    if record is None:
+        return None
+    mfu = record["mfu"]
+    return {"loss": record["train_loss"], "val": last_val_loss, "tok/s": record["tokens_per_second"],
+            "mfu": None if mfu is None else f"{100 * mfu:.1f}%"}

@@ -15,8 +15,8 @@ the checkpoint's step. On CPU, N steps straight and N/2 steps + kill + resume gi
 parameters bit for bit. Only a run started with the same config is resumed: every TrainConfig
 field (model, data paths, optimizer, schedule, batch, seed, dtype, ...) and the data file sizes
 must equal the stored ones, except those in `RESUME_MAY_CHANGE` (where the run is written, the
-log/eval/checkpoint cadence, device and compile: how a run is watched and executed, not what it
-computes). Any other difference raises `ResumeMismatch` listing the fields. The same holds for a
+log/eval/checkpoint cadence, device, compile, the wall-clock budget, the MFU peak and tracking: how
+a run is watched and executed and how long it may go on, not what each step computes). Any other difference raises `ResumeMismatch` listing the fields. The same holds for a
 run directory without a checkpoint whose config.json differs. `resume=False` ("never") starts
 over: an earlier run in out_dir is first moved to `<parent>/_archive/<name>-<time>-<pid>`, so
 nothing written is lost.
@@ -40,7 +40,9 @@ from cs336_core.training.config import TrainConfig
 # written, how often it is logged, evaluated and checkpointed, and where and how it executes, but
 # not what it computes. Any other difference (a different learning rate, batch, seed, data, model,
 # dtype, schedule, evaluation set, ...) would splice two different runs into one.
-RESUME_MAY_CHANGE = ("out_dir", "resume", "log_every", "eval_every", "checkpoint_every", "device", "compile")
+# The wall-clock budget may change too: raising it is how a run stopped by it goes on.
+RESUME_MAY_CHANGE = ("out_dir", "resume", "log_every", "eval_every", "checkpoint_every", "device", "compile",
+                     "max_wall_seconds", "peak_flops", "tracking", "tracking_project")
 
 
 class ResumeMismatch(ValueError):
@@ -176,18 +178,26 @@ def archive_run_dir(out_dir: str | os.PathLike) -> Path | None:
     return archive
 
 
+def _result_status(path: Path) -> str | None:
+    """The status in a result.json; None if it cannot be read (then the run counts as finished)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return json.loads(path.read_text(encoding="utf-8")).get("status")
+    return None
+
+
 def resume_or_archive(config: TrainConfig, log: Callable[[str], None] = lambda message: None) -> int:
     """What a rerun of `config` does with its run directory; returns the step training will resume from.
 
-    Call it holding the directory's RunLock. An unfinished run (killed, or stopped on request) that
-    `config` may resume is resumed from its checkpoint. A finished run, one started with another
-    config, or one without a readable checkpoint is archived, so the rerun trains afresh without
-    losing the old one. `log` hears why a run was archived and any fallback to the previous checkpoint.
+    Call it holding the directory's RunLock. An unfinished run (killed, stopped on request, or
+    stopped by its wall-clock budget, which a larger budget continues) that `config` may resume is
+    resumed from its checkpoint. A finished run, one started with another config, or one without a
+    readable checkpoint is archived, so the rerun trains afresh without losing the old one. `log`
+    hears why a run was archived and any fallback to the previous checkpoint.
     """
     files = RunFiles(config.out_dir)
     if not files.out_dir.exists():
         return 0
-    reason = "it had finished" if files.result.exists() else None
+    reason = "it had finished" if files.result.exists() and _result_status(files.result) != "budget" else None
     if reason is None:
         try:
             with warnings.catch_warnings(record=True) as caught:
