@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from cs336_assets.webui import chromium_page, dagster_dev, open_asset_graph
 from conftest import dagster_env
+from webui import chromium_page, dagster_dev, open_asset_graph
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -2,7 +2,7 @@
 
 Used by the end-to-end test and to take the README's screenshots:
 
-    python -m cs336_assets.webui screenshots   # after `make demo`; writes docs/screenshots/*.png
+    python -m tests.webui screenshots   # after `make demo`; writes docs/screenshots/*.png
 
 `dagster dev` runs in its own session/process group and is stopped by signalling that group (it
 ignores SIGINT/SIGTERM when started in the background of a non-interactive shell).
