@@ -16,6 +16,7 @@ its package is imported only then, and a missing package fails the run before it
 from __future__ import annotations
 
 import importlib
+import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,8 +62,10 @@ def _scalars(record: dict[str, Any]) -> dict[str, float]:
 class TensorBoardTracker:
     def __init__(self, config: TrainConfig, start_step: int):
         tensorboard = _import("tensorboard")
+        # Events past the checkpoint's step were logged by a session that died after it; metrics.jsonl
+        # drops those lines on resume, and TensorBoard drops events at steps >= purge_step.
         self.writer = tensorboard.SummaryWriter(log_dir=str(Path(config.out_dir) / "tensorboard"),
-                                                purge_step=start_step)
+                                                purge_step=start_step + 1)
 
     def log(self, record: dict[str, Any]) -> None:
         for key, value in _scalars(record).items():
@@ -82,7 +85,7 @@ class WandbTracker:
         if start_step and id_file.exists():
             run_id = id_file.read_text(encoding="utf-8").strip()
         else:
-            run_id = wandb.util.generate_id()
+            run_id = secrets.token_hex(6)  # W&B run ids: lower-case letters and digits
             atomic_write_text(id_file, run_id)
         self.run = wandb.init(project=config.tracking_project or "cs336", name=out_dir.name, id=run_id,
                               resume="allow", dir=str(out_dir), config=config.to_dict())
