@@ -19,6 +19,16 @@ handout's baseline) cover the handout's ablations:
   tie_embeddings  lm_head shares token_embeddings' weight (initialised like lm_head, std
                 sqrt(2/(vocab+d_model)): embedding-scale std 1 would give huge initial logits)
   fused_attention opt-in F.scaled_dot_product_attention
+The leaderboard's options (handout section 7.5), each off by default; off, the model's state dict,
+initialisation and outputs are the baseline's, bit for bit, and ModelConfig.to_dict leaves them out
+(so a baseline run directory's stored config, which resume compares, reads as it did before them):
+  qk_norm       RMSNorm (gain of size d_k, shared by the heads) on each head's q and k before RoPE;
+                adds the keys attn.q_norm.weight and attn.k_norm.weight
+  ffn="relu2"   w2(relu(w1 x)^2), no gate; d_ff defaults to 4*d_model as for SiLU
+  zero_init_output  each block's attn.output_proj and ffn.w2 start at zero (each block starts as the
+                identity); every other parameter draws the same random numbers as without it
+  logit_softcap cap: logits = cap * tanh(logits / cap), so |logits| < cap
+Muon, z-loss and the optimizer choice live in cs336_core/muon.py and cs336_core/optim.py.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from cs336_core import decoding, kernels
-from cs336_core.configs import dataclass_from_dict
+from cs336_core.configs import check_number, dataclass_from_dict
 from cs336_core.decoding import KVCache, LayerCache  # KVCache is re-exported
 # silu, softmax and scaled_dot_product_attention are the handout's functions, re-exported from here.
 from cs336_core.kernels import (attention, rms_norm, rotate_pairs, scaled_dot_product_attention, silu, silu_gate,
@@ -41,7 +51,7 @@ from cs336_core.kernels import (attention, rms_norm, rotate_pairs, scaled_dot_pr
 
 NormPlacement = Literal["pre", "post", "none"]
 PositionScheme = Literal["rope", "nope"]
-FeedForwardKind = Literal["swiglu", "silu"]
+FeedForwardKind = Literal["swiglu", "silu", "relu2"]
 
 
 def default_d_ff(d_model: int, multiple_of: int = 64) -> int:
@@ -136,6 +146,19 @@ class SiLUFeedForward(nn.Module):
         return self.w2(silu(self.w1(x)))
 
 
+class ReLUSquaredFeedForward(SiLUFeedForward):
+    """The leaderboard's FFN: w2(relu(w1 x)^2), the ungated FFN's two matrices with another activation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        # torch.relu saves its output for backward, the very tensor square() saves: one copy, not two.
+        return self.w2(torch.relu(self.w1(x)).square())
+
+
+def soft_cap(logits: Tensor, cap: float) -> Tensor:
+    """cap * tanh(logits / cap): close to the identity for |logits| << cap, never beyond +-cap."""
+    return cap * torch.tanh(logits / cap)  # not in place: tanh's backward reads its output
+
+
 class RotaryPositionalEmbedding(nn.Module):
     """RoPE: rotates each pair (x[2k], x[2k+1]) at position i by angle i * theta^(-2k/d_k)."""
 
@@ -164,7 +187,7 @@ class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention; q/k/v/output projections store heads as (num_heads, d_k) rows."""
 
     def __init__(self, d_model: int, num_heads: int, max_seq_len: int | None = None, theta: float | None = None,
-                 device=None, dtype=None, *, fused_attention: bool = False):
+                 device=None, dtype=None, *, fused_attention: bool = False, qk_norm: bool = False):
         super().__init__()
         _check_heads(d_model, num_heads)
         self.num_heads, self.d_k = num_heads, d_model // num_heads
@@ -178,6 +201,9 @@ class MultiHeadSelfAttention(nn.Module):
             if max_seq_len is None:
                 raise ValueError("RoPE (theta given) needs max_seq_len")
             self.rope = RotaryPositionalEmbedding(theta, self.d_k, max_seq_len, device=device)
+        # QK-norm: one gain over d_k shared by the heads; None (no state-dict keys) when off.
+        self.q_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
+        self.k_norm = RMSNorm(self.d_k, device=device, dtype=dtype) if qk_norm else None
         self._causal_mask: Tensor | None = None  # for the fused path; grown on demand, sliced per call
 
     def _causal(self, offset: int, length: int, device: torch.device) -> Tensor:
@@ -195,6 +221,8 @@ class MultiHeadSelfAttention(nn.Module):
         # want; RoPE writes q and k straight into it, so only v is copied.
         q, k, v = (rearrange(proj(x), "... t (h d) -> ... h t d", h=self.num_heads)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
+        if self.q_norm is not None:  # per head and token, so before RoPE and before k enters the cache
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             if token_positions is None:
                 token_positions = torch.arange(offset, offset + seq_len, device=x.device)
@@ -230,7 +258,8 @@ class MultiHeadSelfAttention(nn.Module):
 class ModelConfig:
     """The model's shape and variant, validated once, here; JSON round-trips through to_dict/from_dict.
 
-    d_ff=None means the variant's default: default_d_ff(d_model) for SwiGLU, 4*d_model for SiLU.
+    d_ff=None means the variant's default: default_d_ff(d_model) for SwiGLU, 4*d_model for SiLU, ReLU^2.
+    to_dict leaves out the leaderboard options while they are off (from_dict restores their defaults).
     """
 
     vocab_size: int = 10_000
@@ -245,6 +274,9 @@ class ModelConfig:
     ffn: FeedForwardKind = "swiglu"
     tie_embeddings: bool = False
     fused_attention: bool = False
+    qk_norm: bool = False
+    zero_init_output: bool = False
+    logit_softcap: float | None = None
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads"):
@@ -259,22 +291,31 @@ class ModelConfig:
         if not self.rope_theta > 0:
             raise ValueError(f"rope_theta must be positive, got {self.rope_theta!r}")
         for name, allowed in (("norm", ("pre", "post", "none")), ("position", ("rope", "nope")),
-                              ("ffn", ("swiglu", "silu"))):
+                              ("ffn", ("swiglu", "silu", "relu2")), ("qk_norm", (False, True)),
+                              ("zero_init_output", (False, True))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.logit_softcap is not None:
+            self.logit_softcap = check_number("ModelConfig.logit_softcap", self.logit_softcap, 0.0, exclusive=True)
 
     @property
     def resolved_d_ff(self) -> int:
         if self.d_ff is not None:
             return self.d_ff
-        return default_d_ff(self.d_model) if self.ffn == "swiglu" else 4 * self.d_model
+        return default_d_ff(self.d_model) if self.ffn == "swiglu" else 4 * self.d_model  # SiLU, ReLU^2
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        off = {f.name: f.default for f in dataclasses.fields(self) if f.name in _LEADERBOARD_OPTIONS}
+        return {name: value for name, value in dataclasses.asdict(self).items()
+                if not (name in off and value == off[name])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         return dataclass_from_dict(cls, data)
+
+
+_LEADERBOARD_OPTIONS = ("qk_norm", "zero_init_output", "logit_softcap")
+_FEED_FORWARD = {"swiglu": SwiGLU, "silu": SiLUFeedForward, "relu2": ReLUSquaredFeedForward}
 
 
 def _config_arguments(config: ModelConfig, device=None, dtype=None):
@@ -304,9 +345,12 @@ class TransformerBlock(nn.Module):
         self.norm = config.norm
         self.ln1 = RMSNorm(config.d_model, **kw) if config.norm != "none" else None
         self.attn = MultiHeadSelfAttention(config.d_model, config.num_heads, config.context_length, theta, **kw,
-                                           fused_attention=config.fused_attention)
+                                           fused_attention=config.fused_attention, qk_norm=config.qk_norm)
         self.ln2 = RMSNorm(config.d_model, **kw) if config.norm != "none" else None
-        self.ffn = (SwiGLU if config.ffn == "swiglu" else SiLUFeedForward)(config.d_model, config.resolved_d_ff, **kw)
+        self.ffn = _FEED_FORWARD[config.ffn](config.d_model, config.resolved_d_ff, **kw)
+        if config.zero_init_output:  # zeroed after the random draws, so every other weight is unchanged
+            nn.init.zeros_(self.attn.output_proj.weight)
+            nn.init.zeros_(self.ffn.w2.weight)
 
     @staticmethod
     def _handout_arguments(d_model: int, num_heads: int, d_ff: int, max_seq_len: int, theta: float | None,
@@ -350,6 +394,7 @@ class TransformerLM(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(config, **kw) for _ in range(config.num_layers))
         self.ln_final = RMSNorm(config.d_model, **kw) if config.norm != "none" else None
         self.lm_head = Linear(config.d_model, config.vocab_size, **kw)
+        self.logit_softcap = config.logit_softcap
         if config.tie_embeddings:
             self.token_embeddings.weight = self.lm_head.weight
 
@@ -385,7 +430,8 @@ class TransformerLM(nn.Module):
             kv_cache.length += seq_len
         if self.ln_final is not None:
             x = self.ln_final(x)
-        return self.lm_head(x)
+        logits = self.lm_head(x)
+        return logits if self.logit_softcap is None else soft_cap(logits, self.logit_softcap)
 
 
 def __getattr__(name: str):
