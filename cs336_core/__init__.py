@@ -4,7 +4,8 @@ Modules and packages, one per concept:
   tokenization  byte-level BPE: train_bpe, Tokenizer, encode_file, on-disk format
   model         Linear ... TransformerLM, ModelConfig (the typed, serialisable model shape)
   kernels       hand-written autograd kernels behind model (speed only; model reads without them)
-  optim         cross_entropy, AdamW, SGD, lr_cosine_schedule, clip_gradients
+  optim         cross_entropy (+ z-loss), AdamW, SGD, lr_cosine_schedule, clip_gradients, build_optimizer
+  muon          the Muon optimizer (Newton-Schulz orthogonalised updates) with AdamW for the rest
   data          memory-mapped token files, get_batch, fixed validation batches
   training/     TrainConfig, train(), checkpoints, the run lock and resume rule, DDP, the CLI
   decoding      generate() with temperature, top-p, and the KV cache
@@ -30,9 +31,11 @@ _EXPORTS = {
     "model": [
         "Linear", "Embedding", "RMSNorm", "SwiGLU", "SiLUFeedForward", "silu", "softmax",
         "RotaryPositionalEmbedding", "scaled_dot_product_attention", "MultiHeadSelfAttention",
-        "TransformerBlock", "TransformerLM", "ModelConfig", "default_d_ff",
+        "TransformerBlock", "TransformerLM", "ModelConfig", "default_d_ff", "ReLUSquaredFeedForward",
     ],
-    "optim": ["cross_entropy", "AdamW", "SGD", "lr_cosine_schedule", "clip_gradients"],
+    "optim": ["cross_entropy", "lm_loss", "AdamW", "SGD", "lr_cosine_schedule", "clip_gradients", "build_optimizer",
+              "set_lr"],
+    "muon": ["MuonWithAdamW", "muon_param_groups", "newton_schulz"],
     "data": ["get_batch", "load_tokens", "validation_batches"],
     "training": ["TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "read_checkpoint",
                  "RunLock", "RunLockedError", "ResumeMismatch", "CheckpointError"],
