@@ -7,7 +7,6 @@ import functools
 import hashlib
 import importlib.util
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -191,59 +190,3 @@ def knobs_metadata(preset: Preset, **sections: Any) -> dict[str, Any]:
 def progress_logger(context, interval: float = 5.0) -> ThrottledLog:
     """Percent + ETA lines in the run's log while a long core call runs."""
     return ThrottledLog(context.log.info, interval=interval)
-
-
-def file_size_mb(path: Path) -> float:
-    return round(path.stat().st_size / 1e6, 3)
-
-
-class PeakMemory:
-    """Peak resident memory of this process plus its children while the block runs (sampled).
-
-    Tokenizer training fans out to worker processes, so the process's own ru_maxrss would miss
-    them; a sampling thread sees the whole tree. `peak_extra_bytes` is the peak above the
-    memory in use when the block started (what the work itself needed).
-    """
-
-    def __init__(self, interval: float = 0.1):
-        self.interval = interval
-        self.baseline_bytes = 0
-        self.peak_bytes = 0
-        self._stop = None
-        self._thread = None
-
-    @property
-    def peak_extra_bytes(self) -> int:
-        return max(0, self.peak_bytes - self.baseline_bytes)
-
-    @staticmethod
-    def _tree_rss() -> int:
-        """This process's resident memory plus each child's unique memory (a forked worker shares
-        the parent's pages copy-on-write; counting its full RSS would count them twice)."""
-        import psutil
-
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            try:
-                total += child.memory_full_info().uss
-            except psutil.Error:
-                pass  # a worker that just exited
-        return total
-
-    def _sample(self) -> None:
-        while True:
-            self.peak_bytes = max(self.peak_bytes, self._tree_rss())
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> "PeakMemory":
-        self.baseline_bytes = self.peak_bytes = self._tree_rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -3,21 +3,19 @@
 
 import dataclasses
 import tempfile
-import time
 from pathlib import Path
 
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, AssetsDefinition,
                      MaterializeResult, MetadataValue, asset, asset_check)
 
-from cs336_assets.common import PeakMemory, code_version, knobs_metadata, output_data_version, progress_logger
+from cs336_assets.common import code_version, knobs_metadata, output_data_version, progress_logger
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_core import reporting, tokenization
 from cs336_core.files import atomic_write_json
-from cs336_core.progress import PhaseTimer
+from cs336_core.tokenizer_profile import train_tokenizer
 
 GROUP = "tokenizers"
-LONGEST_SHOWN = 10
 # The reproducibility check retrains on this much of the train split, serially and in parallel.
 REPRO_SLICE_BYTES = 256_000
 REPRO_EXTRA_MERGES = 200
@@ -48,27 +46,17 @@ def _tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
     )
     def tokenizer_asset(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
         spec_now = workspace.get_preset().tokenizers[role]
-        train_path = workspace.corpus_dir(role) / "train.txt"
         vocab_path, merges_path = tokenizer_files(workspace, role)
-        start = time.perf_counter()
-        phases = PhaseTimer(then=progress_logger(context))
-        with PeakMemory() as memory:
-            vocab, merges = tokenization.train_bpe(train_path, spec_now.vocab_size, list(spec_now.special_tokens),
-                                                   progress=phases)
-        seconds = time.perf_counter() - start
-        tokenization.save_vocab_merges(vocab, merges, vocab_path, merges_path)
-        specials = {token.encode("utf-8") for token in spec_now.special_tokens}
-        longest = reporting.longest_tokens({i: t for i, t in vocab.items() if t not in specials}, LONGEST_SHOWN)
-        stats = {"vocab_size": len(vocab), "merges": len(merges), "training_seconds": round(seconds, 2),
-                 "phase_seconds": {phase: round(t, 2) for phase, t in phases.seconds.items()},
-                 "peak_memory_mb": round(memory.peak_extra_bytes / 1e6, 1),
-                 "train_bytes": train_path.stat().st_size, "longest_tokens": longest}
+        stats = train_tokenizer(workspace.corpus_dir(role) / "train.txt", spec_now.vocab_size,
+                                list(spec_now.special_tokens), vocab_path, merges_path,
+                                progress=progress_logger(context))
         atomic_write_json(workspace.tokenizer_dir(role) / "stats.json", stats)
+        longest = stats["longest_tokens"]
         table = reporting.markdown_table([{**t, "token": f"`{t['token']}`"} for t in longest])
         metadata = {
             **knobs_metadata(workspace.get_preset(), tokenizer=dataclasses.asdict(spec_now)),
-            "vocab_size": len(vocab),
-            "merges": len(merges),
+            "vocab_size": stats["vocab_size"],
+            "merges": stats["merges"],
             "training_seconds": stats["training_seconds"],
             **{f"{phase}_seconds": t for phase, t in stats["phase_seconds"].items()},
             "peak_memory_mb": stats["peak_memory_mb"],
