@@ -5,46 +5,16 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from cs336_core.model import ModelConfig
 from cs336_core.training import RESUME_MAY_CHANGE, TrackingUnavailable, TrainConfig, train
 from cs336_core.training import main as train_main
+from test_training import read_metrics
+from test_training_trust import TINY_MODEL, make_config, one_thread, token_files  # noqa: F401  (fixtures)
 
-TINY_MODEL = dict(vocab_size=64, context_length=16, d_model=32, num_layers=1, num_heads=2, d_ff=64)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def token_files(tmp_path):
-    tokens = np.random.default_rng(0).integers(0, 64, size=20_000).astype(np.uint16)
-    np.save(tmp_path / "train.npy", tokens[:18_000])
-    np.save(tmp_path / "valid.npy", tokens[18_000:])
-    return tmp_path / "train.npy", tmp_path / "valid.npy"
-
-
-def make_config(token_files, out_dir, **overrides) -> TrainConfig:
-    train_path, valid_path = token_files
-    fields = dict(
-        train_path=str(train_path), valid_path=str(valid_path), out_dir=str(out_dir), model=ModelConfig(**TINY_MODEL),
-        batch_size=8, max_steps=20, lr_max=1e-2, warmup_steps=2, eval_every=10, eval_batches=1, log_every=5,
-        checkpoint_every=10, device="cpu",
-    )
-    fields.update(overrides)
-    return TrainConfig(**fields)
-
-
-def read_metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+# Twenty steps, logged every 5, evaluated every 10, checkpointed every 10.
+SHORT = dict(max_steps=20, eval_every=10, eval_batches=1)
 
 
 def crash_at(step: int):
@@ -59,7 +29,7 @@ def test_tensorboard_events_hold_the_metrics_and_a_resume_does_not_double_them(t
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    config = make_config(token_files, tmp_path / "run", tracking="tensorboard")
+    config = make_config(token_files, tmp_path / "run", tracking="tensorboard", **SHORT)
     with pytest.raises(KeyboardInterrupt):  # dies at step 15, after logging it; the checkpoint is at 10
         train(config, progress=crash_at(15))
     train(config)
@@ -87,7 +57,7 @@ def offline_wandb(tmp_path, monkeypatch):
 
 
 def test_an_offline_wandb_run_holds_the_metrics_and_a_resume_continues_it(tmp_path, token_files, offline_wandb):
-    config = make_config(token_files, tmp_path / "run", tracking="wandb", tracking_project="cs336-test")
+    config = make_config(token_files, tmp_path / "run", tracking="wandb", tracking_project="cs336-test", **SHORT)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=crash_at(15))
     run_id = (tmp_path / "run" / "wandb_run_id").read_text()

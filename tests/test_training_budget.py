@@ -5,7 +5,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,42 +17,11 @@ from cs336_core.training import main as train_main
 from cs336_core.training import throughput
 from cs336_core.training.loop import _Run
 from cs336_core.training.throughput import RunMFU, flops_per_token, peak_flops, precision, table_peak
+from test_training import read_metrics
+from test_training_trust import TINY_MODEL, make_config, one_thread, token_files  # noqa: F401  (fixtures)
 
-TINY_MODEL = dict(vocab_size=64, context_length=16, d_model=32, num_layers=1, num_heads=2, d_ff=64)
 # A float printed with more digits than a person reads: what user-facing output must never show.
 LONG_FLOAT = re.compile(r"\d\.\d{7,}")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def token_files(tmp_path):
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 64, size=20_000).astype(np.uint16)
-    np.save(tmp_path / "train.npy", tokens[:18_000])
-    np.save(tmp_path / "valid.npy", tokens[18_000:])
-    return tmp_path / "train.npy", tmp_path / "valid.npy"
-
-
-def make_config(token_files, out_dir, **overrides) -> TrainConfig:
-    train_path, valid_path = token_files
-    fields = dict(
-        train_path=str(train_path), valid_path=str(valid_path), out_dir=str(out_dir), model=ModelConfig(**TINY_MODEL),
-        batch_size=8, max_steps=40, lr_max=1e-2, warmup_steps=4, eval_every=20, eval_batches=2, log_every=5,
-        checkpoint_every=20, device="cpu",
-    )
-    fields.update(overrides)
-    return TrainConfig(**fields)
-
-
-def read_metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
 def read_result(run_dir) -> dict:
