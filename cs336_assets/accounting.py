@@ -5,29 +5,10 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 from cs336_assets.common import code_version, knobs_metadata, output_data_version
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
-from cs336_core import accounting, reporting
+from cs336_core import accounting
 from cs336_core.files import atomic_write_json, atomic_write_text
 
 GROUP = "accounting"
-
-
-def preset_model_rows(preset: Preset) -> list[dict]:
-    """Parameters, FLOPs and AdamW memory of this preset's models at its batch size."""
-    rows = []
-    for role in ROLES:
-        shape = preset.model_for(role)
-        memory = accounting.training_memory(shape, preset.run.batch_size)
-        rows.append({
-            "model": f"{preset.name} / {role}",
-            "parameters": accounting.count_parameters(shape),
-            "non_embedding_parameters": accounting.count_parameters(shape)
-            - accounting.parameter_breakdown(shape)["token_embeddings"] - accounting.parameter_breakdown(shape)["lm_head"],
-            "forward_GFLOPs_per_sequence": accounting.forward_flops(shape)["total"] / 1e9,
-            "adamw_step_TFLOPs": accounting.adamw_step_flops(shape, preset.run.batch_size)["total"] / 1e12,
-            "training_memory_MB": memory["total"] / 1e6,
-            "run_TFLOPs": preset.run.max_steps * accounting.adamw_step_flops(shape, preset.run.batch_size)["total"] / 1e12,
-        })
-    return rows
 
 
 def _knobs(preset: Preset) -> dict:
@@ -47,19 +28,13 @@ def build(preset: Preset) -> list[AssetsDefinition]:
     )
     def accounting_tables(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
         preset_now = workspace.get_preset()
-        gpt2 = accounting.gpt2_accounting_tables()
-        xl = accounting.gpt2_xl_adamw_answers()
-        ours = preset_model_rows(preset_now)
-        sections = [f"### GPT-2 forward pass, context {ctx:,} (one sequence, matmul FLOPs)\n\n"
-                    + reporting.markdown_table([row for row in gpt2 if row["context"] == ctx])
-                    for ctx in sorted({row["context"] for row in gpt2})]
-        sections.append("### GPT-2 XL training with AdamW (float32)\n\n"
-                        + reporting.markdown_table([{"quantity": k, "value": v} for k, v in xl.items()]))
-        sections.append(f"### This preset's models ({preset_now.name}, batch {preset_now.run.batch_size})\n\n"
-                        + reporting.markdown_table(ours))
-        markdown = "\n\n".join(sections) + "\n"
+        tables = accounting.accounting_tables({f"{preset_now.name} / {role}": preset_now.model_for(role) for role in ROLES},
+                                              preset_now.run.batch_size, preset_now.run.max_steps)
+        markdown = accounting.tables_markdown(
+            tables, f"This preset's models ({preset_now.name}, batch {preset_now.run.batch_size})")
+        xl = tables["gpt2_xl_adamw"]
         out_dir = workspace.path("accounting")
-        atomic_write_json(out_dir / "accounting.json", {"gpt2": gpt2, "gpt2_xl_adamw": xl, "preset_models": ours})
+        atomic_write_json(out_dir / "accounting.json", tables)
         atomic_write_text(out_dir / "accounting.md", markdown)
         return MaterializeResult(
             metadata={

@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from cs336_core.model import ModelConfig
 
@@ -189,6 +189,48 @@ def gpt2_xl_adamw_answers(budget_bytes: float = 80e9) -> dict[str, Any]:
         "adamw_step_TFLOPs_batch_1": adamw_step_flops(xl, 1)["total"] / 1e12,
         "training_days_400k_steps_batch_1024_mfu_0.5_A100": training_days(xl, 400_000, 1_024),
     }
+
+
+def model_rows(models: Mapping[str, ModelConfig], batch_size: int, steps: int) -> list[dict[str, Any]]:
+    """One row per named model: parameters (and those outside the embedding and LM head), forward
+    GFLOPs per sequence, AdamW step TFLOPs and training memory at `batch_size`, and the TFLOPs of a
+    run of `steps` such steps (a preset's own models, beside GPT-2's)."""
+    rows = []
+    for name, shape in models.items():
+        parts = parameter_breakdown(shape)
+        step_flops = adamw_step_flops(shape, batch_size)["total"]
+        rows.append({
+            "model": name,
+            "parameters": count_parameters(shape),
+            "non_embedding_parameters": count_parameters(shape) - parts["token_embeddings"] - parts["lm_head"],
+            "forward_GFLOPs_per_sequence": forward_flops(shape)["total"] / 1e9,
+            "adamw_step_TFLOPs": step_flops / 1e12,
+            "training_memory_MB": training_memory(shape, batch_size)["total"] / 1e6,
+            "run_TFLOPs": steps * step_flops / 1e12,
+        })
+    return rows
+
+
+def accounting_tables(models: Mapping[str, ModelConfig], batch_size: int, steps: int) -> dict[str, Any]:
+    """Everything the accounting asset writes (JSON-ready): the GPT-2 tables, the GPT-2 XL AdamW
+    answers and `model_rows(models, batch_size, steps)`."""
+    return {"gpt2": gpt2_accounting_tables(), "gpt2_xl_adamw": gpt2_xl_adamw_answers(),
+            "preset_models": model_rows(models, batch_size, steps)}
+
+
+def tables_markdown(tables: Mapping[str, Any], models_heading: str) -> str:
+    """`accounting_tables` as Markdown: one table per GPT-2 context length, the XL answers, then the
+    models under `models_heading`."""
+    from cs336_core.reporting import markdown_table  # the one Markdown renderer (pandas: not at import)
+
+    gpt2 = tables["gpt2"]
+    sections = [f"### GPT-2 forward pass, context {ctx:,} (one sequence, matmul FLOPs)\n\n"
+                + markdown_table([row for row in gpt2 if row["context"] == ctx])
+                for ctx in sorted({row["context"] for row in gpt2})]
+    sections.append("### GPT-2 XL training with AdamW (float32)\n\n"
+                    + markdown_table([{"quantity": k, "value": v} for k, v in tables["gpt2_xl_adamw"].items()]))
+    sections.append(f"### {models_heading}\n\n" + markdown_table(tables["preset_models"]))
+    return "\n\n".join(sections) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,12 +10,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cs336_core.accounting import (
     GPT2_SHAPES,
+    accounting_tables,
     activation_elements_per_sequence,
     adamw_step_flops,
     count_parameters,
     forward_flops,
     gpt2_accounting_tables,
+    gpt2_xl_adamw_answers,
     max_batch_size,
+    model_rows,
+    tables_markdown,
     training_days,
     training_memory,
 )
@@ -141,3 +145,32 @@ def test_tables_and_cli():
     out = subprocess.run([sys.executable, "-m", "cs336_core.accounting"], capture_output=True, text=True, check=True).stdout
     assert "| GPT-2 XL | 16,384 | 2,127,057,600 |" in out
     assert "largest batch in 80 GB" in out
+
+
+def test_model_rows_of_a_preset_s_models():
+    tied = dataclasses.replace(SMALL, tie_embeddings=True)
+    rows = model_rows({"small": SMALL, "tied": tied}, batch_size=8, steps=100)
+    assert [row["model"] for row in rows] == ["small", "tied"]
+    small, tied_row = rows
+    # Outside the embedding and the LM head: attention 4 d^2, SwiGLU 3 d d_ff per layer, 2 norms per layer + the final one.
+    inner = 3 * (4 * 32 * 32 + 3 * 32 * 80 + 2 * 32) + 32
+    assert small["parameters"] == inner + 2 * 97 * 32 and small["non_embedding_parameters"] == inner
+    assert tied_row["parameters"] == inner + 97 * 32 and tied_row["non_embedding_parameters"] == inner
+    assert small["forward_GFLOPs_per_sequence"] == forward_flops(SMALL)["total"] / 1e9
+    assert small["adamw_step_TFLOPs"] == adamw_step_flops(SMALL, 8)["total"] / 1e12
+    assert small["run_TFLOPs"] == pytest.approx(100 * small["adamw_step_TFLOPs"])
+    assert small["training_memory_MB"] == training_memory(SMALL, 8)["total"] / 1e6
+
+
+def test_accounting_tables_and_their_markdown():
+    tables = accounting_tables({"small": SMALL}, batch_size=8, steps=100)
+    assert tables == {"gpt2": gpt2_accounting_tables(), "gpt2_xl_adamw": gpt2_xl_adamw_answers(),
+                      "preset_models": model_rows({"small": SMALL}, 8, 100)}
+    markdown = tables_markdown(tables, "Our models (batch 8)")
+    headings = [line for line in markdown.splitlines() if line.startswith("### ")]
+    assert headings == ["### GPT-2 forward pass, context 1,024 (one sequence, matmul FLOPs)",
+                        "### GPT-2 forward pass, context 16,384 (one sequence, matmul FLOPs)",
+                        "### GPT-2 XL training with AdamW (float32)", "### Our models (batch 8)"]
+    assert "| GPT-2 XL | 16,384 | 2,127,057,600 |" in markdown
+    assert f"| max_batch_size_80GB | {tables['gpt2_xl_adamw']['max_batch_size_80GB']} |" in markdown
+    assert markdown.rstrip().endswith("|") and "| small |" in markdown
