@@ -9,11 +9,10 @@ from cs336_assets.common import code_version, knobs_metadata, output_data_versio
 from cs336_assets.presets import ENDOFTEXT, ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.tokenizers import load_tokenizer
-from cs336_assets.training import torch_threads
 from cs336_core.decoding import generate
 from cs336_core.files import atomic_write_json, atomic_write_text
-from cs336_core.model import ModelConfig, TransformerLM
-from cs336_core.training import read_checkpoint
+from cs336_core.training.checkpoint import load_model
+from cs336_core.training.runtime import torch_threads
 
 GROUP = "samples"
 
@@ -22,13 +21,6 @@ class SampleOverrides(Config):
     temperature: float = -1.0  # < 0: the preset's
     top_p: float = -1.0
     max_new_tokens: int = -1
-
-
-def load_model(checkpoint_path) -> TransformerLM:
-    state = read_checkpoint(checkpoint_path)
-    model = TransformerLM.from_config(ModelConfig.from_dict(state["config"]["model"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
 
 
 def build(preset: Preset) -> list[AssetsDefinition]:

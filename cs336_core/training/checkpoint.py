@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from cs336_core.files import atomic_copy, atomic_path
+from cs336_core.model import ModelConfig, TransformerLM
 
 # Entries train() writes beside model/optimizer/iteration; resume needs every one of them.
 RUN_CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "config", "rng", "counters")
@@ -98,6 +99,20 @@ def read_checkpoint(src: str | os.PathLike | BinaryIO) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{name} is not a checkpoint: it holds a {type(state).__name__}, not a dict")
     return state
+
+
+def load_model(src: str | os.PathLike | BinaryIO) -> TransformerLM:
+    """The model of a checkpoint written by `train()`: its config's model shape with its weights, on
+    CPU in eval mode (ready for `cs336_core.decoding.generate`)."""
+    state = read_checkpoint(src)
+    try:
+        config = ModelConfig.from_dict(state["config"]["model"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{getattr(src, 'name', src)} holds no model config (not written by train()): "
+                              f"{error!r}") from error
+    model = TransformerLM.from_config(config)
+    model.load_state_dict(state["model"])
+    return model.eval()
 
 
 def _unreadable_reason(error: Exception) -> str:
