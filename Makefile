@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 CORPUS ?= ../shared/corpora/bench_50mb.txt.gz
 
-.PHONY: setup setup-test chromium demo test test-fast bench bench-tokenizer bench-model dev
+.PHONY: setup setup-test chromium demo test test-fast bench bench-tokenizer bench-model dev gpu-check bench-rehearsal
 
 # torch first: on a machine without torch this takes the pinned CPU build instead of letting the
 # open `torch>=` range pull a multi-GB CUDA build. A GPU user's own torch is kept.
@@ -41,3 +41,12 @@ bench-tokenizer: setup-test
 
 bench-model: setup-test
 	$(PYTHON) bench/bench_model.py --repeats 3 --steps 1 --batch-sizes 8 32 --compile
+
+# One CUDA GPU, at most ~8 minutes; writes bench/results/gpu_check/gpu_check.{json,md}.
+# `make gpu-check GPU_CHECK_ARGS=--dry-run` runs the same code on the CPU in seconds (no figures).
+gpu-check: setup
+	$(PYTHON) bench/gpu_check.py --out bench/results/gpu_check $(GPU_CHECK_ARGS)
+
+# The `cpu` preset's shapes on the benchmark corpus (tokenizers, encodings, training steps): ~15 min on 2 cores.
+bench-rehearsal: setup
+	nice $(PYTHON) bench/cpu_rehearsal.py --corpus $(CORPUS) --out bench/results/cpu_rehearsal $(REHEARSAL_ARGS)
