@@ -1,7 +1,6 @@
 """Loss-curve assets: per sweep/ablation a table file and a PNG (val loss vs steps and wall-clock)."""
 
 
-import json
 from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
@@ -11,47 +10,27 @@ from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.training import SWEEPS
 from cs336_core import reporting
-from cs336_core.files import atomic_write_text
 
 GROUP = "curves"
-SUMMARY_COLUMNS = ["variant", "status", "steps", "final_val_loss", "best_val_loss", "tokens_per_second",
-                   "wall_seconds"]
-
-
 def run_dirs_of(workspace: Workspace, name: str, keys: list[str]) -> dict[str, Path]:
     """variant -> run directory, for the variants that have been trained (in partition order)."""
     dirs = {key: workspace.run_dir(f"{name}/{key}") for key in keys}
     return {key: d for key, d in dirs.items() if (d / "metrics.jsonl").exists()}
 
 
-def summary_rows(runs: dict[str, Path]) -> list[list]:
-    rows = []
-    for variant, run_dir in runs.items():
-        result_file = run_dir / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {"status": "incomplete"}
-        rows.append([variant] + [result.get(column) for column in SUMMARY_COLUMNS[1:]])
-    return rows
-
-
 def write_curves(workspace: Workspace, name: str, runs: dict[str, Path], title: str,
                  target: float | None = None) -> dict:
-    """Table (CSV), PNG plot and summary Markdown of `runs` under <data>/curves/; returns metadata."""
+    """The curve files of `runs` under <data>/curves/ (core's write_loss_curves); returns metadata."""
     if not runs:
         raise FileNotFoundError(f"no trained runs for {name} under {workspace.path('runs')}; "
                                 "materialize the runs (every partition you want plotted) first")
-    out_dir = workspace.path("curves")
-    table = reporting.loss_curve_table({variant: run_dir / "metrics.jsonl" for variant, run_dir in runs.items()})
-    csv_path, png_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.png", out_dir / f"{name}.md"
-    atomic_write_text(csv_path, table.to_csv(index=False))
-    reporting.plot_loss_curves(table, png_path, title=title, target=target)
-    summary = reporting.markdown_table(SUMMARY_COLUMNS, summary_rows(runs))
-    atomic_write_text(md_path, f"## {title}\n\n{summary}\n\n![{title}]({png_path.name})\n")
+    paths, summary = reporting.write_loss_curves(runs, workspace.path("curves"), name, title=title, target=target)
     return {
         "variants": len(runs),
-        "summary": MetadataValue.md(summary),
-        "plot": MetadataValue.md(reporting.png_markdown(png_path, alt=title)),
-        "table_path": MetadataValue.path(str(csv_path)),
-        "plot_path": MetadataValue.path(str(png_path)),
+        "summary": MetadataValue.md(reporting.markdown_table(summary)),
+        "plot": MetadataValue.md(reporting.png_markdown(paths["png"], alt=title)),
+        "table_path": MetadataValue.path(str(paths["csv"])),
+        "plot_path": MetadataValue.path(str(paths["png"])),
     }
 
 
@@ -76,7 +55,7 @@ def _curves_asset(preset: Preset, name: str, run_asset: str, keys: list[str], ti
         target = workspace.get_preset().target_val_loss
         metadata = write_curves(workspace, name, runs, title, target=target)
         knobs = {"variants": list(runs), "target": target}
-        outputs = [workspace.path("curves", f"{name}.{ext}") for ext in ("csv", "png", "md")]
+        outputs = [workspace.path("curves", f"{name}.{ext}") for ext in ("csv", "png", "json", "md")]
         return MaterializeResult(metadata={**knobs_metadata(workspace.get_preset(), **knobs),
                                            "missing_variants": str(missing), **metadata},
                                  data_version=output_data_version(knobs, *outputs))

@@ -10,7 +10,6 @@ from pathlib import Path
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from cs336_assets.common import code_version, knobs_metadata, output_data_version
-from cs336_assets.curves import TITLES
 from cs336_assets.presets import ROLES, Preset
 from cs336_assets.resources import Workspace
 from cs336_assets.training import SWEEPS
@@ -31,20 +30,15 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _curve_section(workspace: Workspace, name: str, embed: bool) -> tuple[str, list[dict]]:
-    """The curve summary table and plot of `name`, plus the summary rows (from each run's result)."""
-    png = workspace.path("curves", f"{name}.png")
-    md = workspace.path("curves", f"{name}.md")
-    if not md.exists():
-        return f"_{name} curves not materialized._", []
-    results = []
-    runs_dir = workspace.path("runs", name)
-    for run_dir in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
-        if (run_dir / "result.json").exists():
-            results.append({"variant": run_dir.name, **_json(run_dir / "result.json")})
-    table = md.read_text(encoding="utf-8").split("\n", 2)[2].split("\n\n![")[0]
+def _curve_section(workspace: Workspace, name: str, embed: bool) -> tuple[str, str, list[dict]]:
+    """(title, summary table + plot, summary rows) of the curves `name`, from the curves' JSON."""
+    summary_path = workspace.path("curves", f"{name}.json")
+    if not summary_path.exists():
+        return name, f"_{name} curves not materialized._", []
+    curves = _json(summary_path)
+    png = summary_path.with_name(curves["plot"])
     image = reporting.png_markdown(png, alt=name) if embed else f"![{name}](../curves/{png.name})"
-    return f"{table}\n\n{image}", results
+    return curves["title"], f"{reporting.markdown_table(curves['runs'])}\n\n{image}", curves["runs"]
 
 
 def _best(results: list[dict]) -> dict | None:
@@ -110,7 +104,7 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
     sections.append(("Resource accounting (transformer_accounting, adamwAccounting)",
                      accounting_md.read_text(encoding="utf-8") if accounting_md.exists() else "_not materialized_"))
 
-    main_table, _ = _curve_section(workspace, "main_runs", embed_images)
+    _, main_table, _ = _curve_section(workspace, "main_runs", embed_images)
     stories = mains["stories"]
     verdict = ("meets" if stories.get("final_val_loss") is not None
                and stories["final_val_loss"] <= preset.target_val_loss else "misses")
@@ -123,7 +117,7 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
 
     for name, question in (("lr_sweep", "learning_rate"), ("batch_size_sweep", "batch_size_experiment"),
                            ("ablations", "layer_norm_ablation, pre_norm_ablation, no_pos_emb, swiglu_ablation")):
-        body, results = _curve_section(workspace, name, embed_images)
+        title, body, results = _curve_section(workspace, name, embed_images)
         best = _best(results)
         diverged = [r["variant"] for r in results if r.get("status") == "diverged"]
         summary = (f"Best: **{best['variant']}** with validation loss {_fmt(best['final_val_loss'])}. "
@@ -135,7 +129,7 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
                 deltas = ", ".join(f"{r['variant']} {r['final_val_loss'] - base['final_val_loss']:+.3f}"
                                    for r in results if r["variant"] != "baseline" and r.get("final_val_loss") is not None)
                 summary += f" Change in final validation loss against the baseline: {deltas}."
-        sections.append((f"{TITLES[name]} ({question})", f"{summary}\n\n{body}"))
+        sections.append((f"{title} ({question})", f"{summary}\n\n{body}"))
 
     samples_md = workspace.path("samples", "samples.md")
     sections.append(("Generated text (generate)",

@@ -1,8 +1,9 @@
-"""Loss-curve tables and plots, token rendering and Markdown helpers for the report.
+"""Loss-curve tables and plots, run summaries, token rendering and Markdown helpers for the report.
 
 Reads the run directories written by `cs336_core.training` (`metrics.jsonl`, `result.json`),
-turns them into pandas tables and PNG plots (matplotlib's Agg canvas, no display, no global
-pyplot state), and renders Markdown that Dagster's UI shows ("Show Markdown"). No torch here.
+turns them into pandas tables, PNG plots (matplotlib's Agg canvas, no display, no global pyplot
+state) and JSON summaries, and renders Markdown that Dagster's UI shows ("Show Markdown"). No
+torch at import (`read_metrics` takes the metric names from cs336_core.training when called).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from cs336_core.files import PathLike, atomic_path
+from cs336_core.files import PathLike, atomic_path, atomic_write_json, atomic_write_text
 
-METRIC_COLUMNS = ("step", "tokens", "wall_seconds", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_second")
 CURVE_COLUMNS = ("variant", "step", "tokens", "wall_seconds", "train_loss", "val_loss", "diverged")
+# A run's row in a curves summary: its variant name, then these fields of its result.json.
+SUMMARY_COLUMNS = ("variant", "status", "steps", "final_val_loss", "best_val_loss", "tokens_per_second",
+                   "wall_seconds")
 
 
 def read_metrics(path: PathLike) -> pd.DataFrame:
@@ -27,7 +30,10 @@ def read_metrics(path: PathLike) -> pd.DataFrame:
 
     A torn last line (a run killed mid-write) is ignored; a step logged twice (a resumed run)
     keeps its last record. Null losses (training writes non-finite values as null) become NaN.
+    Every metric training writes (`METRIC_FIELDS`) is a column, NaN where a record lacks it.
     """
+    from cs336_core.training.metrics import METRIC_FIELDS  # here, so that importing reporting needs no torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"metrics file not found: {path}")
@@ -40,10 +46,10 @@ def read_metrics(path: PathLike) -> pd.DataFrame:
             if number != len(lines):
                 raise ValueError(f"{path}, line {number} is not JSON: {line[:80]!r}") from None
     frame = pd.DataFrame.from_records(records)
-    for column in METRIC_COLUMNS:
+    for column in METRIC_FIELDS:
         if column not in frame:
             frame[column] = math.nan
-    frame = frame.astype({c: "float64" for c in METRIC_COLUMNS if c != "step"})
+    frame = frame.astype({c: "float64" for c in METRIC_FIELDS if c != "step"})
     if len(frame):
         frame["step"] = frame["step"].astype("int64")
         frame = frame.drop_duplicates("step", keep="last").sort_values("step")
@@ -134,6 +140,35 @@ def png_markdown(path: PathLike, alt: str) -> str:
     """A Markdown image with the PNG inlined as a base64 data URI (rendered by Dagster's UI)."""
     encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f"![{alt}](data:image/png;base64,{encoded})"
+
+
+def run_summary(runs: Mapping[str, PathLike]) -> list[dict]:
+    """One row per run directory (variant -> directory), with the SUMMARY_COLUMNS of its
+    result.json; a run without one (unfinished) has status "incomplete"."""
+    rows = []
+    for variant, run_dir in runs.items():
+        result_file = Path(run_dir) / "result.json"
+        result = (json.loads(result_file.read_text(encoding="utf-8")) if result_file.exists()
+                  else {"status": "incomplete"})
+        rows.append({"variant": variant, **{column: result.get(column) for column in SUMMARY_COLUMNS[1:]}})
+    return rows
+
+
+def write_loss_curves(runs: Mapping[str, PathLike], out_dir: PathLike, name: str, *, title: str,
+                      target: float | None = None) -> tuple[dict[str, Path], list[dict]]:
+    """The curves of `runs` (variant -> run directory) as four files under `out_dir`: <name>.csv
+    (`loss_curve_table`), <name>.png (`plot_loss_curves`), <name>.json (title, target, plot file
+    name and the `run_summary` rows: what a report reads) and <name>.md (the summary table and the
+    plot, for people). Returns their paths by suffix, and the summary rows."""
+    out_dir = Path(out_dir)
+    paths = {suffix: out_dir / f"{name}.{suffix}" for suffix in ("csv", "png", "json", "md")}
+    table = loss_curve_table({variant: Path(run_dir) / "metrics.jsonl" for variant, run_dir in runs.items()})
+    atomic_write_text(paths["csv"], table.to_csv(index=False))
+    plot_loss_curves(table, paths["png"], title=title, target=target)
+    summary = run_summary(runs)
+    atomic_write_json(paths["json"], {"title": title, "target": target, "plot": paths["png"].name, "runs": summary})
+    atomic_write_text(paths["md"], f"## {title}\n\n{markdown_table(summary)}\n\n![{title}]({paths['png'].name})\n")
+    return paths, summary
 
 
 # ---------------------------------------------------------------------------------------------

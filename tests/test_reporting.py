@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from cs336_core.reporting import (
+    SUMMARY_COLUMNS,
     loss_curve_table,
     longest_tokens,
     markdown_table,
@@ -22,6 +23,8 @@ from cs336_core.reporting import (
     read_metrics,
     render_report,
     render_token,
+    run_summary,
+    write_loss_curves,
 )
 
 
@@ -200,3 +203,22 @@ def test_importing_reporting_pulls_in_neither_torch_nor_dagster():
     code = "import sys, cs336_core.reporting; print(sorted(m for m in ('torch', 'dagster') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_write_loss_curves_writes_the_table_plot_and_a_summary_a_report_can_read(runs, tmp_path):
+    (runs["lr=3e-3"].parent / "result.json").unlink()  # still training: no result yet
+    paths, summary = write_loss_curves({v: p.parent for v, p in runs.items()}, tmp_path / "curves", "lr_sweep",
+                                       title="Learning-rate sweep", target=2.0)
+    assert sorted(p.name for p in (tmp_path / "curves").iterdir()) == [
+        "lr_sweep.csv", "lr_sweep.json", "lr_sweep.md", "lr_sweep.png"]
+    assert paths == {suffix: tmp_path / "curves" / f"lr_sweep.{suffix}" for suffix in ("csv", "png", "json", "md")}
+    assert summary == run_summary({v: p.parent for v, p in runs.items()})
+    assert [(row["variant"], row["status"], row["steps"]) for row in summary] == [
+        ("lr=1e-3", "completed", 40), ("lr=3e-3", "incomplete", None), ("lr=1e-1", "diverged", 25)]
+    assert all(list(row) == list(SUMMARY_COLUMNS) for row in summary)
+    saved = json.loads(paths["json"].read_text())
+    assert saved == {"title": "Learning-rate sweep", "target": 2.0, "plot": "lr_sweep.png", "runs": summary}
+    assert pd.read_csv(paths["csv"])["variant"].unique().tolist() == ["lr=1e-3", "lr=3e-3", "lr=1e-1"]
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert paths["md"].read_text() == (f"## Learning-rate sweep\n\n{markdown_table(summary)}\n\n"
+                                       "![Learning-rate sweep](lr_sweep.png)\n")
