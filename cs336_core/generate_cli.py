@@ -20,9 +20,9 @@ import sys
 import torch
 
 from cs336_core.decoding import generate
-from cs336_core.model import ModelConfig, TransformerLM
+from cs336_core.model import TransformerLM
 from cs336_core.tokenization import Tokenizer
-from cs336_core.training.checkpoint import CheckpointError, read_checkpoint
+from cs336_core.training.checkpoint import CheckpointError, load_model
 from cs336_core.training.runtime import resolve_device
 
 ENDOFTEXT = "<|endoftext|>"
@@ -33,23 +33,15 @@ class GenerateError(ValueError):
 
 
 def load_trained_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> TransformerLM:
-    """The model of a checkpoint written by `train`, shaped by the config it carries, in eval mode."""
+    """`training.load_model` on `device`, its failures as GenerateErrors naming the file."""
     try:
-        state = read_checkpoint(path)
+        model = load_model(path)
     except (FileNotFoundError, CheckpointError) as error:
         raise GenerateError(str(error)) from None
-    run_config = state.get("config")
-    model_config = run_config.get("model") if isinstance(run_config, dict) else None
-    if model_config is None or "model" not in state:
-        raise GenerateError(f"{path} has no run config: cs336-generate needs a checkpoint written by train() "
-                            "(RUN/ckpt/final.pt or latest.pt), not a bare save_checkpoint")
-    try:
-        model = TransformerLM.from_config(ModelConfig.from_dict(model_config))
-        model.load_state_dict(state["model"])
-    except (ValueError, TypeError, RuntimeError) as error:
+    except (ValueError, RuntimeError) as error:  # a bad model config, or weights of another shape
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise GenerateError(f"{path}: its weights do not fit the model config it carries ({first_line})") from None
-    return model.to(device).eval()
+    return model.to(device)
 
 
 def load_tokenizer(vocab: str, merges: str, special_tokens: list[str]) -> Tokenizer:

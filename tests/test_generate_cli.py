@@ -107,7 +107,13 @@ def test_bad_files_are_one_line_errors_naming_the_file(trained, tmp_path, capsys
     bare = tmp_path / "bare.pt"
     model = load_trained_model(checkpoint)
     save_checkpoint(model, AdamW(model.parameters()), 3, bare)
-    assert f"{bare} has no run config" in one_line_error(capsys, args_for(root, bare))
+    assert f"{bare} holds no model config (not written by train())" in one_line_error(capsys, args_for(root, bare))
+
+    mismatched = tmp_path / "mismatched.pt"
+    other_shape = {**load_trained_model(checkpoint).config.to_dict(), "d_ff": 96}
+    save_checkpoint(model, AdamW(model.parameters()), 3, mismatched, config={"model": other_shape})
+    assert f"{mismatched}: its weights do not fit the model config" in one_line_error(capsys,
+                                                                                       args_for(root, mismatched))
 
     base = ["--checkpoint", str(checkpoint), "--device", "cpu"]
     no_vocab = tmp_path / "vocab.json"
