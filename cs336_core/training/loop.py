@@ -32,7 +32,7 @@ import torch
 from cs336_core.data import batch_at, sample_starts
 from cs336_core.files import atomic_write_json
 from cs336_core.model import TransformerLM
-from cs336_core.optim import AdamW, clip_gradients, cross_entropy, lr_cosine_schedule
+from cs336_core.optim import build_optimizer, clip_gradients, cross_entropy, lm_loss, lr_cosine_schedule, set_lr
 from cs336_core.progress import ProgressFn, report
 from cs336_core.training.checkpoint import keep_previous, rng_state, save_checkpoint, set_rng_state
 from cs336_core.training.config import TrainConfig
@@ -84,8 +84,11 @@ class _Run:
             torch.backends.cudnn.allow_tf32 = config.tf32
         self.batch_rng = seed_everything(config.seed)
         self.model = TransformerLM.from_config(config.model).to(device)
-        self.optimizer = AdamW(self.model.parameters(), lr=config.lr_max, betas=config.betas, eps=config.eps,
-                               weight_decay=config.weight_decay)
+        # Built on the plain model, before DDP/compile wrapping, so Muon's groups see the real modules.
+        muon = (dict(muon_lr=config.muon_lr, momentum=config.muon_momentum, muon_weight_decay=config.muon_weight_decay)
+                if config.optimizer == "muon" else {})
+        self.optimizer = build_optimizer(self.model, config.optimizer, lr=config.lr_max, betas=config.betas,
+                                         eps=config.eps, weight_decay=config.weight_decay, **muon)
         self.counters = Counters()
         self.data_files = data_file_sizes(config)
         self.step = self._resume_or_start()
@@ -160,18 +163,18 @@ class _Run:
         """
         config, process = self.config, self.process
         lr = lr_cosine_schedule(self.step, config.lr_max, config.lr_min, config.warmup_steps, config.cosine_cycle_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)  # each group at its own peak (lr_scale) times the schedule
         starts = sample_starts(len(self.train_tokens), config.batch_size, self.context_length, self.batch_rng)
         x, y = batch_at(self.train_tokens, process.local_part(starts), self.context_length, self.device)
         with self._autocast():
             logits = self.train_model(x)
-        loss = cross_entropy(logits.float(), y)
+        # z-loss joins the gradient only; the logged loss stays the cross-entropy that validation reports.
+        loss, ce = lm_loss(logits.float(), y, z_loss=config.z_loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # clip_gradients also measures the norm; an infinite threshold measures without clipping.
         grad_norm = clip_gradients(self.model.parameters(), config.grad_clip or math.inf)
-        return process.mean(loss.item()), grad_norm, lr
+        return process.mean(ce.item()), grad_norm, lr
 
     def divergence(self, loss: float, step: int) -> str | None:
         """Why this loss means the run has diverged, or None."""
