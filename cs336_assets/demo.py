@@ -18,7 +18,7 @@ import time
 
 from dagster import AssetSelection, DagsterInstance, Definitions, materialize
 
-from cs336_assets.definitions import build_defs
+from cs336_assets.definitions import RESOURCE_KEY, build_defs
 from cs336_assets.presets import PRESETS, preset_name_from_env
 from cs336_assets.resources import default_data_dir, ensure_dagster_home
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     defs = build_defs(args.preset, args.data_dir)
     print(f"materializing the whole graph with preset {args.preset!r} into {args.data_dir}")
     materialize_all(defs, DagsterInstance.get())
-    report = defs.resources["workspace"].path("report", "report.md")
+    report = defs.resources[RESOURCE_KEY].path("report", "report.md")
     print(f"\nreport: {report}\nbrowse the runs: make dev  (then open http://127.0.0.1:3000)")
     return 0
 

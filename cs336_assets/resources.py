@@ -1,4 +1,4 @@
-"""The one resource every asset uses: where artifacts live and which preset sizes them.
+"""The one resource every asset uses: where artifacts live.
 
 Also sets up the project-local Dagster instance (DAGSTER_HOME = <data dir>/dagster_home) so run
 history survives restarts and the UI opens without telemetry or the first-visit dialog.
@@ -6,15 +6,12 @@ history survives restarts and the UI opens without telemetry or the first-visit 
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
-from typing import ClassVar
 
-from dagster import ConfigurableResource
-from pydantic import Field, model_validator
+from dagster import AssetKey, ConfigurableResource
+from pydantic import Field
 
-from cs336_assets.presets import PRESET_ENV, Preset, get_preset
 from cs336_core.files import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,62 +29,40 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or REPO_ROOT / "data").resolve()
 
 
-class Workspace(ConfigurableResource):
-    """Data directory and preset of the asset graph (`resources: {workspace: {config: ...}}`)."""
+class DataPaths(ConfigurableResource):
+    """Where the graph's artifacts live (`resources: {paths: {config: {data_dir: ...}}}`), and their
+    layout under that directory (data/README.md), in one place for every asset.
+
+    Only the location: the preset is fixed when the definitions load (env CS336_PRESET), because
+    the sweep partitions and the code versions come from it, and every asset reads it from there. A
+    resource config that names a preset is refused by Dagster's config check before a run starts.
+    """
 
     data_dir: str = Field(description=f"Where artifacts are written (env {DATA_DIR_ENV}, default <repo>/data).")
-    preset: str = Field(description="Preset name: demo, cpu, h100 or test (env CS336_PRESET). It must be the "
-                                    "preset the definitions were loaded with.")
-    # The preset the definitions were built for: their partitions and code versions come from it.
-    # A class attribute, not a field, because run config replaces every field of a resource and
-    # only its class survives (see `for_definitions`). Empty: not bound, nothing to compare.
-    definitions_preset: ClassVar[str] = ""
-
-    @classmethod
-    def for_definitions(cls, preset_name: str, data_dir: str) -> "Workspace":
-        """The workspace of definitions built for `preset_name`: a run configured with another preset
-        fails at resource initialisation instead of mixing that preset's knobs into these partitions."""
-        return _bound_workspace_class(preset_name)(data_dir=data_dir, preset=preset_name)
-
-    @model_validator(mode="after")
-    def _preset_matches_definitions(self) -> "Workspace":
-        if self.definitions_preset and self.preset != self.definitions_preset:
-            raise ValueError(
-                f"resource config preset {self.preset!r} does not match the preset these definitions were "
-                f"loaded with ({self.definitions_preset!r}): partitions and code versions come from the "
-                f"latter. Load the definitions with {PRESET_ENV}={self.preset} instead of overriding the preset "
-                "in run config.")
-        return self
 
     @property
     def root(self) -> Path:
         return Path(self.data_dir).resolve()
 
-    def get_preset(self) -> Preset:
-        return get_preset(self.preset)
-
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
-    # The layout of data/ (documented in data/README.md), one place for every asset.
     def corpus_dir(self, role: str) -> Path:
         return self.path("corpora", role)
 
     def tokenizer_dir(self, role: str) -> Path:
         return self.path("tokenizers", role)
 
+    def tokenizer_files(self, role: str) -> tuple[Path, Path]:
+        """(vocab.json, merges.txt) of the role's tokenizer."""
+        return self.tokenizer_dir(role) / "vocab.json", self.tokenizer_dir(role) / "merges.txt"
+
     def tokens_path(self, role: str, split: str) -> Path:
         return self.path("tokens", role, role, f"{split}.npy")
 
-    def run_dir(self, name: str) -> Path:
-        return self.path("runs", name)
-
-
-@functools.lru_cache(maxsize=None)
-def _bound_workspace_class(preset_name: str) -> type[Workspace]:
-    # Same name as the base, so the UI and config errors still say "Workspace".
-    return type("Workspace", (Workspace,), {"__module__": __name__, "__qualname__": "Workspace",
-                                            "definitions_preset": preset_name})
+    def run_dir(self, asset: AssetKey, partition: str | None = None) -> Path:
+        """runs/<asset>/ of a training asset, runs/<asset>/<partition>/ of one of a sweep's partitions."""
+        return self.path("runs", *asset.path, *([partition] if partition else []))
 
 
 def ensure_dagster_home(data_dir: str | os.PathLike | None = None, home: str | os.PathLike | None = None,

@@ -152,7 +152,8 @@ def test_model_rows_of_a_preset_s_models():
     rows = model_rows({"small": SMALL, "tied": tied}, batch_size=8, steps=100)
     assert [row["model"] for row in rows] == ["small", "tied"]
     small, tied_row = rows
-    # Outside the embedding and the LM head: attention 4 d^2, SwiGLU 3 d d_ff per layer, 2 norms per layer + the final one.
+    # Outside the embedding and the LM head: attention 4 d^2, SwiGLU 3 d d_ff and 2 norms per layer,
+    # and the final norm.
     inner = 3 * (4 * 32 * 32 + 3 * 32 * 80 + 2 * 32) + 32
     assert small["parameters"] == inner + 2 * 97 * 32 and small["non_embedding_parameters"] == inner
     assert tied_row["parameters"] == inner + 97 * 32 and tied_row["non_embedding_parameters"] == inner
@@ -172,5 +173,5 @@ def test_accounting_tables_and_their_markdown():
                         "### GPT-2 forward pass, context 16,384 (one sequence, matmul FLOPs)",
                         "### GPT-2 XL training with AdamW (float32)", "### Our models (batch 8)"]
     assert "| GPT-2 XL | 16,384 | 2,127,057,600 |" in markdown
-    assert f"| max_batch_size_80GB | {tables['gpt2_xl_adamw']['max_batch_size_80GB']} |" in markdown
+    assert f"| max_batch_size_80GB | {tables['gpt2_xl_adamw']['max_batch_size_80GB']:,} |" in markdown
     assert markdown.rstrip().endswith("|") and "| small |" in markdown

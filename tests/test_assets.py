@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, materialize
 
 from cs336_assets.definitions import build_defs
-from cs336_assets.presets import ABLATIONS, get_preset, parse_batch_key
+from cs336_assets.presets import ABLATIONS, batch_size_variants, get_preset
 from cs336_core.tokenization import Tokenizer
 
 PRESET = get_preset("test")
@@ -85,9 +85,9 @@ def test_training_runs_sweeps_and_ablations(tiny_graph):
     assert found[("stories_main_run", None)]["final_val_loss"] == pytest.approx(main["final_val_loss"], abs=1e-4)
     assert (data / "runs" / "stories_main_run" / "ckpt" / "final.pt").exists()
     tokens_seen = set()
-    for key in [f"bs={bs}" for bs in PRESET.sweep.batch_sizes]:
+    for key, variant in batch_size_variants(PRESET).items():
         result = json.loads((data / "runs" / "batch_size_sweep" / key / "result.json").read_text())
-        tokens_seen.add(result["steps"] * parse_batch_key(key))
+        tokens_seen.add(result["steps"] * variant.run.batch_size)
     assert len(tokens_seen) == 1, "the batch-size sweep keeps the token budget constant"
     for name in ABLATIONS:
         config = json.loads((data / "runs" / "ablations" / name / "config.json").read_text())
@@ -154,23 +154,21 @@ def test_rerun_archives_the_finished_run(graph_copy):
 
 
 def test_resource_preset_other_than_the_definitions_is_rejected(tmp_path):
-    """Partitions and code versions come from the preset the definitions were loaded with; a run
-    configured with another preset's knobs would mix the two."""
+    """Partitions and code versions come from the preset the definitions were loaded with, and the
+    assets read it from there alone; a run configured with another preset would mix the two. The
+    resource holds only the data dir, so Dagster refuses a preset in its config before the run starts."""
     defs = build_defs("test", tmp_path / "data")
-    other = {"resources": {"workspace": {"config": {"data_dir": str(tmp_path / "data"), "preset": "cpu"}}}}
+    other = {"resources": {"paths": {"config": {"data_dir": str(tmp_path / "data"), "preset": "cpu"}}}}
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(list(defs.assets), instance=instance, resources=defs.resources,
-                             selection=["accounting_tables"], run_config=other, raise_on_error=False)
+        with pytest.raises(DagsterInvalidConfigError) as refused:
+            materialize(list(defs.assets), instance=instance, resources=defs.resources,
+                        selection=["accounting_tables"], run_config=other, raise_on_error=False)
         same = materialize(list(defs.assets), instance=instance, resources=defs.resources,
                            selection=["accounting_tables"], raise_on_error=False, run_config={
-                               "resources": {"workspace": {"config": {"data_dir": str(tmp_path / "other"),
-                                                                      "preset": "test"}}}})
-    assert not result.success
-    errors = "\n".join(e.event_specific_data.error.to_string() for e in result.all_events
-                       if getattr(e.event_specific_data, "error", None))
-    assert "resource config preset 'cpu' does not match" in errors and "loaded with ('test')" in errors
+                               "resources": {"paths": {"config": {"data_dir": str(tmp_path / "other")}}}})
+    assert 'unexpected config entry "preset"' in str(refused.value) and "paths" in str(refused.value)
     assert not (tmp_path / "data" / "accounting").exists()
-    # The same preset through run config is fine (the documented way to move the data dir).
+    # The data dir through run config is fine (the documented way to move it).
     assert same.success and (tmp_path / "other" / "accounting" / "accounting.md").exists()
 
 

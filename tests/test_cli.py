@@ -19,7 +19,7 @@ def test_materialize_one_partition_with_run_config(graph_copy, tmp_path):
     home = tmp_path / "dagster_home"
     env = dagster_env(data, home)
     config = tmp_path / "config.yaml"
-    config.write_text("ops:\n  lr_sweep:\n    config:\n      max_steps: 3\n      eval_interval: 3\n")
+    config.write_text("ops:\n  lr_sweep:\n    config:\n      max_steps: 3\n      eval_every: 3\n")
     proc = run_cli(["dagster", "asset", "materialize", "-m", "cs336_assets", "--select", "lr_sweep",
                     "--partition", "lr=1e-03", "-c", str(config)], env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -52,7 +52,7 @@ def test_killed_training_run_resumes_from_its_checkpoint(graph_copy, tmp_path):
     env = dagster_env(data, tmp_path / "dagster_home")
     config = tmp_path / "config.yaml"
     config.write_text("ops:\n  stories_main_run:\n    config:\n      max_steps: 400\n"
-                      "      checkpoint_interval: 10\n      eval_interval: 400\n")
+                      "      checkpoint_every: 10\n      eval_every: 400\n")
     run_dir = data / "runs" / "stories_main_run"
     args = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cs336_assets",
             "--select", "stories_main_run", "-c", str(config)]

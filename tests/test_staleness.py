@@ -12,9 +12,9 @@ from dagster._core.definitions.data_version import (DATA_VERSION_TAG, CachingSta
                                                     StaleStatus)
 from dagster._core.loader import LoadingContextForTest
 
-import cs336_assets.common as common
-from cs336_assets.common import code_version
+import cs336_assets.versioning as versioning
 from cs336_assets.definitions import build_defs
+from cs336_assets.versioning import code_version
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,13 +117,13 @@ def test_code_version_hashes_the_sources_an_asset_imports(tmp_path):
     core, assets = _copy_packages(tmp_path)
 
     def version(asset_module: str) -> str:
-        return code_version(str(assets / asset_module), config={"knob": 1}, core_dir=core)
+        return code_version(str(assets / "definitions" / asset_module), config={"knob": 1}, core_dir=core)
 
     tokens = version("datasets.py")
     # A copy hashes like the original: the version depends on content, not on where it lives.
-    assert tokens == code_version(str(REPO_ROOT / "cs336_assets" / "datasets.py"), config={"knob": 1})
+    assert tokens == code_version(str(REPO_ROOT / "cs336_assets" / "definitions" / "datasets.py"), config={"knob": 1})
     for edited, comment in ((core / "files.py", "#"), (core / "_fastbpe.c", "/* */"),
-                            (assets / "tokenizers.py", "#")):
+                            (assets / "definitions" / "tokenizers.py", "#")):
         _append(edited, f"\n{comment} edited\n")
         assert version("datasets.py") != tokens, f"editing {edited.name} left the tokens' version unchanged"
         tokens = version("datasets.py")
@@ -137,12 +137,12 @@ def test_code_version_hashes_the_sources_an_asset_imports(tmp_path):
     _append(assets / "presets.py", "\n# edited\n")
     assert version("datasets.py") == tokens
     assert version("accounting.py") != accounting  # accounting imports the model
-    assert code_version(str(assets / "datasets.py"), config={"knob": 2}, core_dir=core) != tokens
+    assert code_version(str(assets / "definitions" / "datasets.py"), config={"knob": 2}, core_dir=core) != tokens
 
 
 def test_edited_accelerator_source_makes_the_tokenizer_assets_stale(graph_copy, tmp_path, monkeypatch):
     core, _ = _copy_packages(tmp_path)
-    monkeypatch.setattr(common, "CORE_DIR", core)
+    monkeypatch.setattr(versioning, "CORE_DIR", core)
     keys = ("stories_tokenizer", "stories_tokens", "accounting_tables")
     with graph_copy.instance() as instance:
         # Materialized from the copy first, so no edit elsewhere in the checkout matters.

@@ -2,7 +2,6 @@
 writer per run directory, no orphan after the launcher is killed, data versions that follow the run."""
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -20,10 +19,11 @@ import torch
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
 from conftest import REPO_ROOT, dagster_env, run_cli
-from cs336_assets.common import output_data_version
-from cs336_assets.definitions import build_defs
-from cs336_assets.presets import get_preset
-from cs336_assets.training import converged_check, no_nan_check, target_check, train_config
+from cs336_assets import keys
+from cs336_assets.definitions import RESOURCE_KEY, build_defs
+from cs336_assets.definitions.training import converged_check, no_nan_check, target_check, train_config
+from cs336_assets.presets import RunKnobs, get_preset
+from cs336_assets.versioning import output_data_version
 from cs336_core import reporting
 from cs336_core.training import TrainConfig, TrainResult, read_checkpoint, train
 
@@ -167,10 +167,10 @@ def test_data_version_follows_the_run(data_dir):
 
 def test_a_launch_fails_while_another_process_trains_the_partition(data_dir, tmp_path):
     defs = build_defs("test", data_dir)
-    workspace = defs.resources["workspace"]
-    run_dir = workspace.run_dir("lr_sweep/lr=1e-03")
-    long_run = dataclasses.replace(PRESET.run, max_steps=10**6, checkpoint_interval=50, eval_interval=0)
-    (tmp_path / "holder.json").write_text(train_config(workspace, "stories", long_run, run_dir).to_json())
+    paths = defs.resources[RESOURCE_KEY]
+    run_dir = paths.run_dir(keys.LR_SWEEP, "lr=1e-03")
+    long_run = RunKnobs(max_steps=10**6, checkpoint_every=50, eval_every=0)
+    (tmp_path / "holder.json").write_text(train_config(paths, PRESET, "stories", run_dir, long_run).to_json())
     holder = subprocess.Popen([sys.executable, "-m", "cs336_core.training", "--config", str(tmp_path / "holder.json")],
                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -194,11 +194,11 @@ def test_a_launch_fails_while_another_process_trains_the_partition(data_dir, tmp
 
 def test_a_damaged_checkpoint_is_reported_and_the_run_resumes_from_the_previous_one(data_dir):
     defs = build_defs("test", data_dir)
-    workspace = defs.resources["workspace"]
-    run_dir = workspace.run_dir("stories_main_run")
+    paths = defs.resources[RESOURCE_KEY]
+    run_dir = paths.run_dir(keys.BY_ROLE["stories"].main_run)
     # An unfinished run of exactly the asset's config: checkpoint at 10, stopped (and checkpointed) at 15.
     seen = {"step": 0}
-    stopped = train(train_config(workspace, "stories", PRESET.run, run_dir),
+    stopped = train(train_config(paths, PRESET, "stories", run_dir),
                     progress=lambda phase, step, total: seen.update(step=step),
                     should_stop=lambda: seen["step"] >= 15)
     assert stopped.status == "interrupted" and stopped.steps == 15
@@ -226,7 +226,7 @@ def test_kill_9_of_the_launcher_stops_training_and_the_rerun_resumes_to_the_same
     env = dagster_env(data_dir, tmp_path / "dagster_home")
     config = tmp_path / "config.yaml"
     config.write_text(f"ops:\n  stories_main_run:\n    config:\n      max_steps: {steps}\n"
-                      f"      checkpoint_interval: 100\n      eval_interval: {steps}\n")
+                      f"      checkpoint_every: 100\n      eval_every: {steps}\n")
     command = ["dagster", "asset", "materialize", "-m", "cs336_assets", "--select", "stories_main_run", "-c", str(config)]
     run_dir = data_dir / "runs" / "stories_main_run"
     latest = run_dir / "ckpt" / "latest.pt"
@@ -261,7 +261,7 @@ def test_kill_9_of_the_launcher_stops_training_and_the_rerun_resumes_to_the_same
     straight = TrainConfig.from_json((run_dir / "config.json").read_text())
     straight.out_dir = str(tmp_path / "straight")
     before = torch.get_num_threads()
-    torch.set_num_threads(PRESET.run.torch_threads)  # as the asset trains
+    torch.set_num_threads(PRESET.torch_threads)  # as the asset trains
     try:
         train(straight)
     finally:

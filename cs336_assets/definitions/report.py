@@ -9,15 +9,21 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from cs336_assets.common import code_version, knobs_metadata, output_data_version
-from cs336_assets.presets import ROLES, Preset
-from cs336_assets.resources import Workspace
-from cs336_assets.training import SWEEPS
+from cs336_assets import keys
+from cs336_assets.definitions.common import knobs_metadata
+from cs336_assets.definitions.curves import MAIN_RUNS
+from cs336_assets.presets import Preset
+from cs336_assets.resources import DataPaths
+from cs336_assets.versioning import code_version, output_data_version
 from cs336_core import reporting
 from cs336_core.data import load_tokens
 from cs336_core.files import atomic_write_text
 
 GROUP = "report"
+ROLES = keys.ROLES
+# The handout's written questions each sweep's section answers.
+QUESTIONS = {keys.LR_SWEEP: "learning_rate", keys.BATCH_SIZE_SWEEP: "batch_size_experiment",
+             keys.ABLATIONS: "layer_norm_ablation, pre_norm_ablation, no_pos_emb, swiglu_ablation"}
 
 
 def _json(path: Path):
@@ -30,9 +36,9 @@ def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _curve_section(workspace: Workspace, name: str, embed: bool) -> tuple[str, str, list[dict]]:
+def _curve_section(paths: DataPaths, name: str, embed: bool) -> tuple[str, str, list[dict]]:
     """(title, summary table + plot, summary rows) of the curves `name`, from the curves' JSON."""
-    summary_path = workspace.path("curves", f"{name}.json")
+    summary_path = paths.path("curves", f"{name}.json")
     if not summary_path.exists():
         return name, f"_{name} curves not materialized._", []
     curves = _json(summary_path)
@@ -46,13 +52,12 @@ def _best(results: list[dict]) -> dict | None:
     return min(done, key=lambda r: r["final_val_loss"]) if done else None
 
 
-def assemble_report(workspace: Workspace, embed_images: bool) -> str:
-    preset = workspace.get_preset()
+def assemble_report(paths: DataPaths, preset: Preset, embed_images: bool) -> str:
     sections: list[tuple[str, str]] = []
-    corpora = {role: _json(workspace.corpus_dir(role) / "stats.json") for role in ROLES}
-    tokenizers = {role: _json(workspace.tokenizer_dir(role) / "stats.json") for role in ROLES}
-    experiments = _json(workspace.path("experiments", "tokenizer_experiments.json"))
-    mains = {role: _json(workspace.run_dir(f"{role}_main_run") / "result.json") for role in ROLES}
+    corpora = {role: _json(paths.corpus_dir(role) / "stats.json") for role in ROLES}
+    tokenizers = {role: _json(paths.tokenizer_dir(role) / "stats.json") for role in ROLES}
+    experiments = _json(paths.path("experiments", "tokenizer_experiments.json"))
+    mains = {role: _json(paths.run_dir(keys.BY_ROLE[role].main_run) / "result.json") for role in ROLES}
 
     sections.append(("Setup", (
         f"Preset **{preset.name}**: {preset.description}\n\n"
@@ -60,8 +65,8 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
             "corpus": role, "source": corpora[role]["source"],
             "train_bytes": corpora[role]["train"]["bytes"], "train_documents": corpora[role]["train"]["documents"],
             "valid_bytes": corpora[role]["valid"]["bytes"], "valid_documents": corpora[role]["valid"]["documents"],
-            "train_tokens": len(load_tokens(workspace.tokens_path(role, "train"))),
-            "valid_tokens": len(load_tokens(workspace.tokens_path(role, "valid"))),
+            "train_tokens": len(load_tokens(paths.tokens_path(role, "train"))),
+            "valid_tokens": len(load_tokens(paths.tokens_path(role, "valid"))),
         } for role in ROLES])
         + f"\n\nModel: `{json.dumps(preset.model.to_dict())}` (vocab size per corpus from its tokenizer); "
           f"main runs: batch {preset.run.batch_size} x context {preset.model.context_length} x "
@@ -100,11 +105,11 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
           f"(d) Token ids are stored as uint16: every vocabulary here has fewer than 65,536 entries, so 2 bytes "
           f"per token suffice and halve the size of int32.")))
 
-    accounting_md = workspace.path("accounting", "accounting.md")
+    accounting_md = paths.path("accounting", "accounting.md")
     sections.append(("Resource accounting (transformer_accounting, adamwAccounting)",
                      accounting_md.read_text(encoding="utf-8") if accounting_md.exists() else "_not materialized_"))
 
-    _, main_table, _ = _curve_section(workspace, "main_runs", embed_images)
+    _, main_table, _ = _curve_section(paths, MAIN_RUNS, embed_images)
     stories = mains["stories"]
     verdict = ("meets" if stories.get("final_val_loss") is not None
                and stories["final_val_loss"] <= preset.target_val_loss else "misses")
@@ -115,53 +120,52 @@ def assemble_report(workspace: Workspace, embed_images: bool) -> str:
         f"{_fmt(mains['web'].get('final_val_loss'))} (different tokenizers, so per-token losses are not "
         f"directly comparable).\n\n{main_table}")))
 
-    for name, question in (("lr_sweep", "learning_rate"), ("batch_size_sweep", "batch_size_experiment"),
-                           ("ablations", "layer_norm_ablation, pre_norm_ablation, no_pos_emb, swiglu_ablation")):
-        title, body, results = _curve_section(workspace, name, embed_images)
+    for sweep in keys.SWEEPS:
+        name = sweep.to_user_string()
+        title, body, results = _curve_section(paths, name, embed_images)
         best = _best(results)
         diverged = [r["variant"] for r in results if r.get("status") == "diverged"]
         summary = (f"Best: **{best['variant']}** with validation loss {_fmt(best['final_val_loss'])}. "
                    if best else "No completed run yet. ")
         summary += (f"Diverged: {', '.join(diverged)}." if diverged else "No run diverged.")
-        if name == "ablations":
+        if sweep == keys.ABLATIONS:
             base = next((r for r in results if r["variant"] == "baseline"), None)
             if base and base.get("final_val_loss") is not None:
                 deltas = ", ".join(f"{r['variant']} {r['final_val_loss'] - base['final_val_loss']:+.3f}"
                                    for r in results if r["variant"] != "baseline" and r.get("final_val_loss") is not None)
                 summary += f" Change in final validation loss against the baseline: {deltas}."
-        sections.append((f"{title} ({question})", f"{summary}\n\n{body}"))
+        sections.append((f"{title} ({QUESTIONS[sweep]})", f"{summary}\n\n{body}"))
 
-    samples_md = workspace.path("samples", "samples.md")
+    samples_md = paths.path("samples", "samples.md")
     sections.append(("Generated text (generate)",
                      samples_md.read_text(encoding="utf-8") if samples_md.exists() else "_not materialized_"))
     return reporting.render_report(sections, title=f"CS336 assignment 1: results of the `{preset.name}` preset")
 
 
-def build(preset: Preset) -> list[AssetsDefinition]:
+def report_asset(preset: Preset) -> AssetsDefinition:
     @asset(
-        name="report",
+        key=keys.REPORT,
         group_name=GROUP,
         # Every asset whose files the report reads, not only the curves built from some of them:
         # Dagster looks one edge up for staleness, so a main run rebuilt differently must be a
         # direct dependency for the report to go stale with it.
-        deps=["tokenizer_experiments", "accounting_tables", "samples", "main_runs_curves"]
-        + [f"{name}_curves" for name in SWEEPS] + list(SWEEPS)
-        + [f"{role}_{kind}" for role in ROLES for kind in ("corpus", "tokenizer", "tokens", "main_run")],
+        deps=[keys.TOKENIZER_EXPERIMENTS, keys.ACCOUNTING_TABLES, keys.SAMPLES, keys.MAIN_RUNS_CURVES,
+              *keys.CURVES.values(), *keys.SWEEPS, *(key for role in ROLES for key in keys.BY_ROLE[role])],
         kinds={"markdown"},
         code_version=code_version(__file__, config=preset.to_dict()),
         description="The writeup: the handout's questions answered with this run's numbers, curves and samples.",
     )
-    def report(context: AssetExecutionContext, workspace: Workspace) -> MaterializeResult:
-        out = workspace.path("report", "report.md")
-        atomic_write_text(out, assemble_report(workspace, embed_images=False))
-        knobs = workspace.get_preset().to_dict()
+    def report(context: AssetExecutionContext, paths: DataPaths) -> MaterializeResult:
+        out = paths.path("report", "report.md")
+        atomic_write_text(out, assemble_report(paths, preset, embed_images=False))
+        knobs = preset.to_dict()
         return MaterializeResult(
-            metadata={**knobs_metadata(workspace.get_preset(), all_knobs=knobs),
-                      "report": MetadataValue.md(assemble_report(workspace, embed_images=True)),
+            metadata={**knobs_metadata(preset, all_knobs=knobs),
+                      "report": MetadataValue.md(assemble_report(paths, preset, embed_images=True)),
                       "path": MetadataValue.path(str(out))},
             data_version=output_data_version(knobs, out))
 
-    return [report]
+    return report
 
 
 def _bpe_profile(stats: dict) -> str:

@@ -1,4 +1,6 @@
-"""Small glue shared by the asset modules: code versions, preset metadata, progress logging."""
+"""Versions Dagster compares to mark assets stale: the code version of an asset (the source it runs and
+the knobs it runs with) and the data version of what an asset produced (its config and its files).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dagster import DataVersion, MetadataValue
-
-from cs336_assets.presets import Preset
-from cs336_core.progress import ThrottledLog
+from dagster import DataVersion
 
 
 # The project's own packages: imports of these are followed, everything else is a dependency pinned elsewhere.
@@ -25,31 +24,31 @@ _NOT_FOLLOWED = {"cs336_assets.presets"}
 CORE_DIR = Path(importlib.util.find_spec("cs336_core").origin).parent
 
 
-def code_version(asset_file: str, core_modules: tuple[str, ...] = (), config: Any = None, *,
-                 core_dir: str | Path | None = None) -> str:
+def code_version(asset_file: str, config: Any = None, *, core_dir: str | Path | None = None) -> str:
     """Hash of the source an asset runs (its module and every project module reachable by imports,
     C sources of extension modules included) and the configuration it runs with.
 
     The imports are read from the source, so a new helper module, `files.py` or the tokenizer's C
-    accelerator cannot be left out the way a hand-kept list leaves them out. `core_modules` names
-    cs336_core modules used without an import the scan can see (it may stay empty). Changing any of
-    that code or a knob changes the version, and Dagster marks the asset stale.
+    accelerator cannot be left out the way a hand-kept list leaves them out. Changing any of that
+    code or a knob changes the version, and Dagster marks the asset stale.
     """
     asset_path = Path(asset_file).resolve()
-    dirs = {"cs336_core": Path(core_dir or CORE_DIR).resolve(), "cs336_assets": asset_path.parent}
-    seeds = [asset_path]
-    for name in core_modules:
-        source = _module_source(dirs, f"cs336_core.{name}")
-        if source is None:
-            raise ValueError(f"cs336_core.{name} not found under {dirs['cs336_core']}: code_version needs its source")
-        seeds.append(source)
+    dirs = {"cs336_core": Path(core_dir or CORE_DIR).resolve(), "cs336_assets": _package_root(asset_path)}
     digest = hashlib.sha256()
-    for path in _reachable_sources(seeds, dirs):
+    for path in _reachable_sources([asset_path], dirs):
         top, relative = _locate(dirs, path)
         digest.update(f"{top}/{relative.as_posix()}\0".encode())
         digest.update(path.read_bytes())
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:12]
+
+
+def _package_root(source: Path) -> Path:
+    """The top-level package directory holding `source` (the outermost parent with an __init__.py)."""
+    root = source.parent
+    while (root.parent / "__init__.py").is_file():
+        root = root.parent
+    return root
 
 
 def _reachable_sources(seeds: list[Path], dirs: dict[str, Path]) -> list[Path]:
@@ -177,16 +176,3 @@ def output_data_version(effective_config: Any, *outputs: str | Path) -> DataVers
         for file in files:
             _file_digest(file, digest)
     return DataVersion(digest.hexdigest()[:16])
-
-
-def knobs_metadata(preset: Preset, **sections: Any) -> dict[str, Any]:
-    """The preset's name and every knob the asset used, for the asset's metadata panel."""
-    return {
-        "preset": MetadataValue.text(preset.name),
-        "knobs": MetadataValue.json(json.loads(json.dumps(sections, default=str))),
-    }
-
-
-def progress_logger(context, interval: float = 5.0) -> ThrottledLog:
-    """Percent + ETA lines in the run's log while a long core call runs."""
-    return ThrottledLog(context.log.info, interval=interval)
