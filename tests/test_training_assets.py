@@ -21,8 +21,9 @@ from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from conftest import REPO_ROOT, dagster_env, run_cli
 from cs336_assets import keys
 from cs336_assets.definitions import RESOURCE_KEY, build_defs
-from cs336_assets.definitions.training import converged_check, no_nan_check, target_check, train_config
-from cs336_assets.presets import RunKnobs, get_preset
+from cs336_assets.definitions.training import SWEEPS, converged_check, no_nan_check, target_check, train_config
+from cs336_assets.presets import PRESETS, RunKnobs, get_preset, lr_variants
+from cs336_assets.resources import DataPaths
 from cs336_assets.versioning import output_data_version
 from cs336_core import reporting
 from cs336_core.training import TrainConfig, TrainResult, read_checkpoint, train
@@ -69,6 +70,31 @@ def data_version_of(result) -> str:
 def errors_of(result) -> str:
     return "\n".join(e.event_specific_data.error.to_string() for e in result.all_events
                      if getattr(e.event_specific_data, "error", None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Knobs: one name from preset to TrainConfig
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_run_of_every_preset_is_a_valid_train_config(name, tmp_path):
+    preset, paths = get_preset(name), DataPaths(data_dir=str(tmp_path))
+    for role in keys.ROLES:
+        config = train_config(paths, preset, role, tmp_path / role)
+        assert {knob: getattr(config, knob) for knob in preset.run.given()} == preset.run.given()
+        assert config.model == preset.model_for(role)
+    for variants_of, _ in SWEEPS.values():
+        for variant in variants_of(preset).values():
+            config = train_config(paths, preset, keys.SWEEP_ROLE, tmp_path, variant.run, model=variant.model)
+            assert config.lr_min == config.lr_max / 10 and config.warmup_steps == config.max_steps // 20
+
+
+def test_run_config_wins_over_the_partition_which_wins_over_the_preset(tmp_path):
+    paths = DataPaths(data_dir=str(tmp_path))
+    variant = lr_variants(PRESET)["lr=1e-03"]
+    config = train_config(paths, PRESET, "stories", tmp_path, variant.run, RunKnobs(lr_max=0.5, eval_every=3))
+    assert (config.lr_max, config.max_steps, config.eval_every) == (0.5, PRESET.sweep.max_steps, 3)
+    assert config.batch_size == PRESET.run.batch_size and config.lr_min == 0.05
 
 
 # ---------------------------------------------------------------------------------------------
