@@ -279,7 +279,7 @@ def render_markdown(report: dict) -> str:
 
     split = s["split"]
     row("split", f"{sum(split['bytes'].values()) / MB:.1f} MB of whole documents written",
-        f"{sum(split['bytes'].values()) / MB / split['wall_s']:.1f} MB/s")
+        f"{sum(split['bytes'].values()) / MB / split['seconds']:.1f} MB/s")
     for role, vocab in VOCABS.items():
         key = f"bpe_{vocab // 1000}k"
         r = s[key]
