@@ -97,17 +97,20 @@ _OURS_TO_REF = (("token_embeddings.", "emb."), ("layers.", "blocks."), ("attn.q_
                 ("lm_head.", "head."))
 
 
+def reference_name(name: str) -> str:
+    """The RefLM parameter name of a TransformerLM parameter name ('layers.0.attn.q_proj.weight' -> 'blocks.0.q.weight')."""
+    for ours, ref in _OURS_TO_REF:
+        name = name.replace(ours, ref)
+    return name
+
+
 def reference_from_ours(model: TransformerLM) -> RefLM:
     """A RefLM on `model`'s device and dtype holding a copy of its weights."""
     cfg = model.config
     baseline = (cfg.norm, cfg.position, cfg.ffn, cfg.tie_embeddings) == ("pre", "rope", "swiglu", False)
     if not baseline:
         raise ValueError(f"RefLM only mirrors the baseline model (pre-norm, RoPE, SwiGLU, untied); got {cfg}")
-    state = {}
-    for name, tensor in model.state_dict().items():
-        for ours, ref in _OURS_TO_REF:
-            name = name.replace(ours, ref)
-        state[name] = tensor
+    state = {reference_name(name): tensor for name, tensor in model.state_dict().items()}
     parameter = next(model.parameters())
     # Only the parameters change dtype: Module.to(dtype) would cast RoPE's complex buffer to real.
     ref = RefLM(cfg).to(device=parameter.device)
