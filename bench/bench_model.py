@@ -107,9 +107,12 @@ def reference_name(name: str) -> str:
 def reference_from_ours(model: TransformerLM) -> RefLM:
     """A RefLM on `model`'s device and dtype holding a copy of its weights."""
     cfg = model.config
-    baseline = (cfg.norm, cfg.position, cfg.ffn, cfg.tie_embeddings) == ("pre", "rope", "swiglu", False)
+    # zero_init_output only changes the initial weights, which are copied: it needs no twin.
+    baseline = (cfg.norm, cfg.position, cfg.ffn, cfg.tie_embeddings, getattr(cfg, "qk_norm", False),
+                getattr(cfg, "logit_softcap", None)) == ("pre", "rope", "swiglu", False, False, None)
     if not baseline:
-        raise ValueError(f"RefLM only mirrors the baseline model (pre-norm, RoPE, SwiGLU, untied); got {cfg}")
+        raise ValueError("RefLM only mirrors the baseline model (pre-norm, RoPE, SwiGLU, untied, no QK-norm, no "
+                         f"logit soft-cap); got {cfg}")
     state = {reference_name(name): tensor for name, tensor in model.state_dict().items()}
     parameter = next(model.parameters())
     # Only the parameters change dtype: Module.to(dtype) would cast RoPE's complex buffer to real.
