@@ -20,7 +20,6 @@ from cs336_core.data import load_tokens
 from cs336_core.files import atomic_write_text
 
 GROUP = "report"
-ROLES = keys.ROLES
 # The handout's written questions each sweep's section answers.
 QUESTIONS = {keys.LR_SWEEP: "learning_rate", keys.BATCH_SIZE_SWEEP: "batch_size_experiment",
              keys.ABLATIONS: "layer_norm_ablation, pre_norm_ablation, no_pos_emb, swiglu_ablation"}
@@ -54,10 +53,10 @@ def _best(results: list[dict]) -> dict | None:
 
 def assemble_report(paths: DataPaths, preset: Preset, embed_images: bool) -> str:
     sections: list[tuple[str, str]] = []
-    corpora = {role: _json(paths.corpus_dir(role) / "stats.json") for role in ROLES}
-    tokenizers = {role: _json(paths.tokenizer_dir(role) / "stats.json") for role in ROLES}
+    corpora = {role: _json(paths.corpus_dir(role) / "stats.json") for role in keys.ROLES}
+    tokenizers = {role: _json(paths.tokenizer_dir(role) / "stats.json") for role in keys.ROLES}
     experiments = _json(paths.path("experiments", "tokenizer_experiments.json"))
-    mains = {role: _json(paths.run_dir(keys.BY_ROLE[role].main_run) / "result.json") for role in ROLES}
+    mains = {role: _json(paths.run_dir(keys.BY_ROLE[role].main_run) / "result.json") for role in keys.ROLES}
 
     sections.append(("Setup", (
         f"Preset **{preset.name}**: {preset.description}\n\n"
@@ -67,7 +66,7 @@ def assemble_report(paths: DataPaths, preset: Preset, embed_images: bool) -> str
             "valid_bytes": corpora[role]["valid"]["bytes"], "valid_documents": corpora[role]["valid"]["documents"],
             "train_tokens": len(load_tokens(paths.tokens_path(role, "train"))),
             "valid_tokens": len(load_tokens(paths.tokens_path(role, "valid"))),
-        } for role in ROLES])
+        } for role in keys.ROLES])
         + f"\n\nModel: `{json.dumps(preset.model.to_dict())}` (vocab size per corpus from its tokenizer); "
           f"main runs: batch {preset.run.batch_size} x context {preset.model.context_length} x "
           f"{preset.run.max_steps} steps, AdamW lr {preset.run.lr_max:g} with cosine decay.")))
@@ -89,7 +88,7 @@ def assemble_report(paths: DataPaths, preset: Preset, embed_images: bool) -> str
           + _bpe_profile(tokenizers["stories"]))))
 
     by_case = {(r["tokenizer"].split()[0], r["text"]): r for r in experiments}
-    throughput = {role: by_case[(role, role)] for role in ROLES}
+    throughput = {role: by_case[(role, role)] for role in keys.ROLES}
     sections.append(("Tokenizer experiments (tokenizer_experiments)", (
         reporting.markdown_table(experiments)
         + f"\n\n(a) On {by_case[('stories', 'stories')]['documents']} sampled documents the stories tokenizer "
@@ -150,7 +149,7 @@ def report_asset(preset: Preset) -> AssetsDefinition:
         # Dagster looks one edge up for staleness, so a main run rebuilt differently must be a
         # direct dependency for the report to go stale with it.
         deps=[keys.TOKENIZER_EXPERIMENTS, keys.ACCOUNTING_TABLES, keys.SAMPLES, keys.MAIN_RUNS_CURVES,
-              *keys.CURVES.values(), *keys.SWEEPS, *(key for role in ROLES for key in keys.BY_ROLE[role])],
+              *keys.CURVES.values(), *keys.SWEEPS, *(key for role in keys.ROLES for key in keys.BY_ROLE[role])],
         kinds={"markdown"},
         code_version=code_version(__file__, config=preset.to_dict()),
         description="The writeup: the handout's questions answered with this run's numbers, curves and samples.",
