@@ -38,6 +38,8 @@ SWEEPS = (LR_SWEEP, BATCH_SIZE_SWEEP, ABLATIONS)
 CURVES = {LR_SWEEP: AssetKey("lr_sweep_curves"), BATCH_SIZE_SWEEP: AssetKey("batch_size_sweep_curves"),
           ABLATIONS: AssetKey("ablations_curves")}
 MAIN_RUNS_CURVES = AssetKey("main_runs_curves")
+# Handout 7.5: the baseline against the leaderboard configuration at equal wall-clock, on the web corpus.
+LEADERBOARD = AssetKey("leaderboard")
 SAMPLES = AssetKey("samples")
 REPORT = AssetKey("report")
 
