@@ -17,12 +17,19 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from cs336_core.files import PathLike, atomic_path, atomic_write_json, atomic_write_text
+from cs336_core.curve_plot import plot_loss_curves, throughput_spread
+from cs336_core.files import PathLike, atomic_write_json, atomic_write_text
 
-CURVE_COLUMNS = ("variant", "step", "tokens", "wall_seconds", "train_loss", "val_loss", "diverged")
-# A run's row in a curves summary: its variant name, then these fields of its result.json.
-SUMMARY_COLUMNS = ("variant", "status", "steps", "final_val_loss", "best_val_loss", "tokens_per_second",
-                   "wall_seconds")
+__all__ = ["read_metrics", "loss_curve_table", "plot_loss_curves", "png_markdown", "run_summary", "run_details",
+           "best_run", "curves_headline",
+           "write_loss_curves", "render_token", "longest_tokens", "markdown_table", "render_report"]
+
+CURVE_COLUMNS = ("variant", "step", "tokens", "wall_seconds", "train_loss", "val_loss", "tokens_per_second",
+                 "diverged")
+# A run's row in a curves summary: its variant name, these fields of its result.json, and `grad_norm`:
+# the mean gradient norm (before clipping) over the last quarter of its logged steps.
+SUMMARY_COLUMNS = ("variant", "status", "steps", "tokens", "final_val_loss", "best_val_loss", "tokens_per_second",
+                   "wall_seconds", "grad_norm")
 
 
 def read_metrics(path: PathLike) -> pd.DataFrame:
@@ -77,7 +84,7 @@ def loss_curve_table(runs: Mapping[str, PathLike | pd.DataFrame]) -> pd.DataFram
         else:
             metrics, status = read_metrics(source), _run_status(Path(source))
         diverged = status == "diverged" or bool(metrics["train_loss"].isna().any())
-        frame = metrics.loc[:, ["step", "tokens", "wall_seconds", "train_loss", "val_loss"]]
+        frame = metrics.loc[:, ["step", "tokens", "wall_seconds", "train_loss", "val_loss", "tokens_per_second"]]
         frame.insert(0, "variant", variant)
         frame["diverged"] = diverged
         frames.append(frame)
@@ -86,87 +93,104 @@ def loss_curve_table(runs: Mapping[str, PathLike | pd.DataFrame]) -> pd.DataFram
     return pd.concat(frames, ignore_index=True)
 
 
-def plot_loss_curves(table: pd.DataFrame, out_png: PathLike, *, title: str, target: float | None = None,
-                     metric: str = "val_loss", log_y: bool = False) -> Path:
-    """Two panels, `metric` against steps and against wall-clock seconds, one line per variant.
-
-    A diverged variant is drawn up to its last finite value and marked with an x there; losses far
-    above the starting loss are clipped off the chart so they do not flatten the other curves.
-    """
-    from matplotlib.figure import Figure  # no pyplot: no global state, no display backend needed
-
-    figure = Figure(figsize=(12, 4.8), layout="constrained")
-    by_step, by_time = figure.subplots(1, 2, sharey=True)
-    curves = {variant: rows.sort_values("step") for variant, rows in table.groupby("variant", sort=False)}
-    finite = {variant: rows[np.isfinite(rows[metric])] for variant, rows in curves.items()}
-    values = pd.concat([rows[metric] for rows in finite.values()]) if curves else pd.Series([], dtype=float)
-    top = None
-    if len(values):
-        # Clip far above the highest starting loss: a blown-up run must not flatten the others.
-        start_loss = max(rows[metric].iloc[0] for rows in finite.values() if len(rows))
-        top = min(values.max() * 1.05, max(start_loss * 1.15, values.min() * 1.5))
-        low = min(values.min(), target) if target is not None else values.min()
-        bottom = low * 0.9 if log_y else max(low - 0.08 * (top - low), 0.0)
-        by_step.set_ylim(bottom=bottom, top=top)
-    for variant, rows in curves.items():
-        points = finite[variant]
-        diverged = bool(rows["diverged"].any())
-        label = f"{variant} (diverged)" if diverged else str(variant)
-        for axis, x in ((by_step, "step"), (by_time, "wall_seconds")):
-            (line,) = axis.plot(points[x], points[metric], marker="o", markersize=3, linewidth=1.5, label=label)
-            if diverged and len(points):  # an x where the run's curve ends (at the top edge if off-chart)
-                axis.plot(points[x].iloc[-1:], points[metric].iloc[-1:].clip(upper=top), marker="x", markersize=11,
-                          markeredgewidth=2.5, color=line.get_color(), linestyle="none", clip_on=False)
-    for axis, xlabel in ((by_step, "step"), (by_time, "wall-clock seconds")):
-        if target is not None:
-            axis.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:g}")
-        axis.set_xlabel(xlabel)
-        axis.grid(True, alpha=0.3)
-        if log_y:
-            axis.set_yscale("log")
-    by_step.set_ylabel(metric.replace("_", " "))
-    by_step.set_title(f"{metric.replace('_', ' ')} vs steps")
-    by_time.set_title(f"{metric.replace('_', ' ')} vs wall-clock")
-    if len(table):
-        by_time.legend(loc="upper right", fontsize="small")
-    figure.suptitle(title)
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    return out_png
-
-
 def png_markdown(path: PathLike, alt: str) -> str:
     """A Markdown image with the PNG inlined as a base64 data URI (rendered by Dagster's UI)."""
     encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return f"![{alt}](data:image/png;base64,{encoded})"
 
 
+def _json_file(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _late_mean(values: pd.Series) -> float | None:
+    """The mean of the last quarter of the finite values (at least one), or None without any."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return None
+    return float(finite.iloc[-max(1, len(finite) // 4):].mean())
+
+
 def run_summary(runs: Mapping[str, PathLike]) -> list[dict]:
     """One row per run directory (variant -> directory), with the SUMMARY_COLUMNS of its
-    result.json; a run without one (unfinished) has status "incomplete"."""
+    result.json and metrics.jsonl; a run without a result (unfinished) has status "incomplete"."""
     rows = []
     for variant, run_dir in runs.items():
-        result_file = Path(run_dir) / "result.json"
-        result = (json.loads(result_file.read_text(encoding="utf-8")) if result_file.exists()
-                  else {"status": "incomplete"})
-        rows.append({"variant": variant, **{column: result.get(column) for column in SUMMARY_COLUMNS[1:]}})
+        result = _json_file(Path(run_dir) / "result.json") or {"status": "incomplete"}
+        metrics_path = Path(run_dir) / "metrics.jsonl"
+        metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
+        grad_norm = _late_mean(metrics["grad_norm"]) if metrics is not None else None
+        row = {"variant": variant, **{column: result.get(column) for column in SUMMARY_COLUMNS[1:]}}
+        row["grad_norm"] = None if grad_norm is None else round(grad_norm, 4)
+        rows.append(row)
     return rows
 
 
+def best_run(summary: Iterable[Mapping]) -> Mapping | None:
+    """The completed run with the lowest final validation loss, or None."""
+    done = [row for row in summary if row.get("status") == "completed" and row.get("final_val_loss") is not None]
+    return min(done, key=lambda row: row["final_val_loss"]) if done else None
+
+
+def curves_headline(summary: list[Mapping]) -> dict:
+    """A curves summary's key results, for the top of an asset's metadata: the best run with its
+    final and best validation loss, steps and tokens/s, how many runs ended in each status, and
+    the range of throughput."""
+    best = best_run(summary)
+    statuses: dict[str, int] = {}
+    for row in summary:
+        statuses[row.get("status") or "incomplete"] = statuses.get(row.get("status") or "incomplete", 0) + 1
+    speeds = [row["tokens_per_second"] for row in summary if row.get("tokens_per_second")]
+    headline = {
+        "best_variant": best["variant"] if best else "none completed",
+        "best_final_val_loss": round(best["final_val_loss"], 4) if best else None,
+        "best_best_val_loss": round(best["best_val_loss"], 4) if best and best.get("best_val_loss") else None,
+        "best_steps": best.get("steps") if best else None,
+        "status": ", ".join(f"{count} {status}" for status, count in statuses.items()),
+        "diverged": ", ".join(row["variant"] for row in summary if row.get("status") == "diverged") or "none",
+        "tokens_per_second": (f"{min(speeds):,.0f} to {max(speeds):,.0f}" if len(speeds) > 1
+                              else f"{speeds[0]:,.0f}" if speeds else "n/a"),
+    }
+    return headline
+
+
+def run_details(run_dir: PathLike) -> dict:
+    """What a write-up needs of a run beyond its summary row, from config.json, result.json and
+    metrics.jsonl: its learning rate, batch size, clipping threshold and model; its first logged
+    gradient norm and the fraction of logged steps whose norm exceeded the clipping threshold; the
+    step it stopped at and why (a diverged run's message)."""
+    run_dir = Path(run_dir)
+    config, result = _json_file(run_dir / "config.json"), _json_file(run_dir / "result.json")
+    details = {key: config.get(key) for key in ("lr_max", "batch_size", "grad_clip", "max_steps", "model")}
+    details |= {"status": result.get("status", "incomplete"), "steps": result.get("steps"),
+                "message": result.get("message", "")}
+    if (run_dir / "metrics.jsonl").is_file():
+        norms = read_metrics(run_dir / "metrics.jsonl")["grad_norm"]
+        norms = norms[np.isfinite(norms)]
+        clip = config.get("grad_clip")
+        details["first_grad_norm"] = round(float(norms.iloc[0]), 4) if len(norms) else None
+        details["clipped_fraction"] = (round(float((norms > clip).mean()), 3) if clip and len(norms) else None)
+    return details
+
+
 def write_loss_curves(runs: Mapping[str, PathLike], out_dir: PathLike, name: str, *, title: str,
-                      target: float | None = None) -> tuple[dict[str, Path], list[dict]]:
+                      target: float | None = None, x: str = "step") -> tuple[dict[str, Path], list[dict]]:
     """The curves of `runs` (variant -> run directory) as four files under `out_dir`: <name>.csv
-    (`loss_curve_table`), <name>.png (`plot_loss_curves`), <name>.json (title, target, plot file
-    name and the `run_summary` rows: what a report reads) and <name>.md (the summary table and the
-    plot, for people). Returns their paths by suffix, and the summary rows."""
+    (`loss_curve_table`), <name>.png (`plot_loss_curves` against `x`, "step" or "tokens"),
+    <name>.json (what a report reads: title, target, x, plot file name, the `run_summary` rows,
+    each run's `run_details` and the runs' throughput spread) and <name>.md (the summary table and
+    the plot, for people). Returns their paths by suffix, and the summary rows."""
     out_dir = Path(out_dir)
     paths = {suffix: out_dir / f"{name}.{suffix}" for suffix in ("csv", "png", "json", "md")}
     table = loss_curve_table({variant: Path(run_dir) / "metrics.jsonl" for variant, run_dir in runs.items()})
     atomic_write_text(paths["csv"], table.to_csv(index=False))
-    plot_loss_curves(table, paths["png"], title=title, target=target)
+    plot_loss_curves(table, paths["png"], title=title, target=target, x=x)
     summary = run_summary(runs)
-    atomic_write_json(paths["json"], {"title": title, "target": target, "plot": paths["png"].name, "runs": summary})
+    spread, _ = throughput_spread(table)
+    atomic_write_json(paths["json"], {
+        "title": title, "target": target, "x": x, "plot": paths["png"].name, "runs": summary,
+        "details": {variant: run_details(run_dir) for variant, run_dir in runs.items()},
+        "throughput_spread": round(spread, 3)})
     atomic_write_text(paths["md"], f"## {title}\n\n{markdown_table(summary)}\n\n![{title}]({paths['png'].name})\n")
     return paths, summary
 

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cs336_core.curve_plot import FIGURE_PIXELS, smooth, throughput_spread
 from cs336_core.reporting import (
     SUMMARY_COLUMNS,
+    curves_headline,
     loss_curve_table,
     longest_tokens,
     markdown_table,
@@ -23,6 +25,7 @@ from cs336_core.reporting import (
     read_metrics,
     render_report,
     render_token,
+    run_details,
     run_summary,
     write_loss_curves,
 )
@@ -53,7 +56,7 @@ def runs(tmp_path) -> dict[str, Path]:
     diverged = list(9.0 * np.exp(-steps[:22] / 10) + 2.0) + [40.0, 300.0, None]
     return {
         "lr=1e-3": _write_run(tmp_path / "a", baseline),
-        "lr=3e-3": _write_run(tmp_path / "b", fast, seconds_per_step=0.7),
+        "lr=3e-3": _write_run(tmp_path / "b", fast, seconds_per_step=0.55),
         "lr=1e-1": _write_run(tmp_path / "c", diverged, status="diverged"),
     }
 
@@ -79,13 +82,14 @@ def test_read_metrics_handles_nulls_resumes_and_torn_lines(tmp_path):
 
 def test_loss_curve_table_round_trips_through_csv(runs, tmp_path):
     table = loss_curve_table(runs)
-    assert list(table.columns) == ["variant", "step", "tokens", "wall_seconds", "train_loss", "val_loss", "diverged"]
+    assert list(table.columns) == ["variant", "step", "tokens", "wall_seconds", "train_loss", "val_loss",
+                                   "tokens_per_second", "diverged"]
     assert table.groupby("variant", sort=False).size().to_dict() == {"lr=1e-3": 40, "lr=3e-3": 40, "lr=1e-1": 25}
     assert table.groupby("variant")["diverged"].first().to_dict() == {"lr=1e-1": True, "lr=1e-3": False, "lr=3e-3": False}
     baseline = table[table["variant"] == "lr=1e-3"].set_index("step")
     assert baseline.loc[10, "val_loss"] == pytest.approx(9.0 * math.exp(-10 / 12) + 1.85)
     assert math.isnan(baseline.loc[11, "val_loss"])
-    assert table[table["variant"] == "lr=3e-3"]["wall_seconds"].max() == pytest.approx(28.0)
+    assert table[table["variant"] == "lr=3e-3"]["wall_seconds"].max() == pytest.approx(22.0)
     # Frames already read give the same table (divergence then comes from the losses alone).
     from_frames = loss_curve_table({variant: read_metrics(path) for variant, path in runs.items()})
     pd.testing.assert_frame_equal(from_frames, table)
@@ -106,25 +110,55 @@ def _png_pixels(path: Path) -> np.ndarray:
     return imread(path)
 
 
-def test_plot_loss_curves_writes_a_real_png(runs, tmp_path):
+def _colour_pixels(path: Path, rgb: tuple[int, int, int], tolerance: int = 12) -> int:
+    pixels = _png_pixels(path)
+    return int(np.all(np.abs(pixels[..., :3] * 255 - rgb) < tolerance, axis=-1).sum())
+
+
+NOTE_FILL = (0xFF, 0xF3, 0xCD)  # the throughput note's box
+
+
+def test_plot_loss_curves_writes_a_real_png_that_fits_the_ui_dialog(runs, tmp_path):
     out = plot_loss_curves(loss_curve_table(runs), tmp_path / "plots" / "lr_sweep.png", title="LR sweep", target=2.0)
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000
-    pixels = _png_pixels(out)
-    assert pixels.shape[:2] == (528, 1320)  # 12 x 4.8 inches at 110 dpi
+    # Dagster's Markdown dialog shows 984 px at a 1280 px window and crops a wider image.
+    assert _png_pixels(out).shape[:2] == (FIGURE_PIXELS[1], FIGURE_PIXELS[0]) and FIGURE_PIXELS[0] <= 984
     # Lines in the first three colours of matplotlib's cycle (blue, orange, green) were drawn.
     for rgb in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C)):
-        close = np.all(np.abs(pixels[..., :3] * 255 - rgb) < 12, axis=-1)
-        assert close.sum() > 200, rgb
+        assert _colour_pixels(out, rgb) > 200, rgb
     assert sorted(p.name for p in out.parent.iterdir()) == ["lr_sweep.png"]  # atomic: no temp file left
+
+
+def test_throughput_note_only_when_runs_differ_by_more_than_a_fifth(tmp_path):
+    steps = list(9.0 * np.exp(-np.arange(1, 31) / 8) + 2.0)
+    close = {"a": _write_run(tmp_path / "a", steps, seconds_per_step=0.50),
+             "b": _write_run(tmp_path / "b", steps, seconds_per_step=0.55)}
+    apart = {**close, "c": _write_run(tmp_path / "c", steps, seconds_per_step=0.8)}
+    assert throughput_spread(loss_curve_table(close))[0] == pytest.approx(0.1)
+    assert throughput_spread(loss_curve_table(apart))[0] == pytest.approx(0.6)
+    quiet = plot_loss_curves(loss_curve_table(close), tmp_path / "close.png", title="t")
+    noted = plot_loss_curves(loss_curve_table(apart), tmp_path / "apart.png", title="t")
+    assert _colour_pixels(quiet, NOTE_FILL, 4) == 0
+    assert _colour_pixels(noted, NOTE_FILL, 4) > 2_000
+
+
+def test_smoothing_is_centred_and_skips_non_finite_values():
+    values = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0] * 4 + [float("nan")])
+    smoothed = smooth(values, window=5)
+    assert smoothed.iloc[2] == pytest.approx(3.0) and smoothed.iloc[7] == pytest.approx(3.0)  # no lag
+    assert smoothed.iloc[-1] == pytest.approx(np.mean([4.0, 5.0]))  # the NaN is left out
+    assert smooth(pd.Series(np.arange(40.0))).iloc[20] == pytest.approx(20.0)  # default window: odd
 
 
 def test_plot_options_change_the_picture(runs, tmp_path):
     table = loss_curve_table(runs)
     plain = plot_loss_curves(table, tmp_path / "plain.png", title="t")
     logged = plot_loss_curves(table, tmp_path / "log.png", title="t", log_y=True)
-    train = plot_loss_curves(table, tmp_path / "train.png", title="t", metric="train_loss")
-    assert len({plain.read_bytes(), logged.read_bytes(), train.read_bytes()}) == 3
+    by_tokens = plot_loss_curves(table, tmp_path / "tokens.png", title="t", x="tokens")
+    assert len({plain.read_bytes(), logged.read_bytes(), by_tokens.read_bytes()}) == 3
+    with pytest.raises(ValueError, match="x must be one of"):
+        plot_loss_curves(table, tmp_path / "bad.png", title="t", x="epochs")
     empty = plot_loss_curves(loss_curve_table({}), tmp_path / "empty.png", title="nothing yet")
     assert empty.read_bytes()[:4] == b"\x89PNG"
     (tmp_path / "just_started.jsonl").write_text("")  # a run that has not logged a step yet
@@ -207,8 +241,10 @@ def test_importing_reporting_pulls_in_neither_torch_nor_dagster():
 
 def test_write_loss_curves_writes_the_table_plot_and_a_summary_a_report_can_read(runs, tmp_path):
     (runs["lr=3e-3"].parent / "result.json").unlink()  # still training: no result yet
+    (runs["lr=1e-3"].parent / "config.json").write_text(json.dumps(
+        {"lr_max": 1e-3, "batch_size": 8, "grad_clip": 0.9, "max_steps": 40, "model": {"norm": "pre"}}))
     paths, summary = write_loss_curves({v: p.parent for v, p in runs.items()}, tmp_path / "curves", "lr_sweep",
-                                       title="Learning-rate sweep", target=2.0)
+                                       title="Learning-rate sweep", target=2.0, x="tokens")
     assert sorted(p.name for p in (tmp_path / "curves").iterdir()) == [
         "lr_sweep.csv", "lr_sweep.json", "lr_sweep.md", "lr_sweep.png"]
     assert paths == {suffix: tmp_path / "curves" / f"lr_sweep.{suffix}" for suffix in ("csv", "png", "json", "md")}
@@ -216,9 +252,43 @@ def test_write_loss_curves_writes_the_table_plot_and_a_summary_a_report_can_read
     assert [(row["variant"], row["status"], row["steps"]) for row in summary] == [
         ("lr=1e-3", "completed", 40), ("lr=3e-3", "incomplete", None), ("lr=1e-1", "diverged", 25)]
     assert all(list(row) == list(SUMMARY_COLUMNS) for row in summary)
+    assert summary[0]["grad_norm"] == 1.0  # the fixture logs 1.0 at every step
     saved = json.loads(paths["json"].read_text())
-    assert saved == {"title": "Learning-rate sweep", "target": 2.0, "plot": "lr_sweep.png", "runs": summary}
+    assert {k: saved[k] for k in ("title", "target", "x", "plot", "runs")} == {
+        "title": "Learning-rate sweep", "target": 2.0, "x": "tokens", "plot": "lr_sweep.png", "runs": summary}
+    assert saved["throughput_spread"] == pytest.approx(0.55 / 0.5 - 1, abs=1e-3)  # 0.5 s and 0.55 s per step
+    details = saved["details"]
+    assert details["lr=1e-3"]["lr_max"] == 1e-3 and details["lr=1e-3"]["model"] == {"norm": "pre"}
+    assert details["lr=1e-3"]["clipped_fraction"] == 1.0  # 1.0 > 0.9 at every step
+    assert details["lr=1e-1"]["status"] == "diverged" and details["lr=3e-3"]["status"] == "incomplete"
     assert pd.read_csv(paths["csv"])["variant"].unique().tolist() == ["lr=1e-3", "lr=3e-3", "lr=1e-1"]
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
     assert paths["md"].read_text() == (f"## Learning-rate sweep\n\n{markdown_table(summary)}\n\n"
                                        "![Learning-rate sweep](lr_sweep.png)\n")
+
+
+def test_run_details_late_grad_norm_and_clipping(tmp_path):
+    metrics = _write_run(tmp_path / "run", [5.0, 4.0, 3.0, 2.5])
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for line, norm in zip(lines, (9.0, 2.0, 0.5, 0.3)):
+        line["grad_norm"] = norm
+    metrics.write_text("\n".join(map(json.dumps, lines)) + "\n")
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"grad_clip": 1.0, "lr_max": 0.01}))
+    details = run_details(tmp_path / "run")
+    assert details["first_grad_norm"] == 9.0 and details["clipped_fraction"] == 0.5 and details["lr_max"] == 0.01
+    assert run_summary({"r": tmp_path / "run"})[0]["grad_norm"] == 0.3  # the last quarter: one of four
+
+
+def test_curves_headline_names_the_best_completed_run():
+    summary = [{"variant": "a", "status": "completed", "steps": 10, "final_val_loss": 3.0, "best_val_loss": 2.9,
+                "tokens_per_second": 1000.0},
+               {"variant": "b", "status": "completed", "steps": 10, "final_val_loss": 2.5, "best_val_loss": 2.5,
+                "tokens_per_second": 1500.0},
+               {"variant": "c", "status": "diverged", "steps": 3, "final_val_loss": None, "best_val_loss": None,
+                "tokens_per_second": 1200.0}]
+    headline = curves_headline(summary)
+    assert list(headline)[:3] == ["best_variant", "best_final_val_loss", "best_best_val_loss"]
+    assert headline["best_variant"] == "b" and headline["best_final_val_loss"] == 2.5
+    assert headline["status"] == "2 completed, 1 diverged" and headline["diverged"] == "c"
+    assert headline["tokens_per_second"] == "1,000 to 1,500"
+    assert curves_headline(summary[2:])["best_variant"] == "none completed"

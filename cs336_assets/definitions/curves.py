@@ -1,5 +1,7 @@
-"""Loss-curve assets: per sweep (and for the main runs side by side) a CSV table, a PNG plot of val
-loss against steps and wall-clock, and a JSON summary the report reads, under <data>/curves/."""
+"""Loss-curve assets: per sweep (and for the main runs side by side) a CSV table, a PNG plot of the
+smoothed training loss with the validation points against steps (tokens for the batch-size sweep, whose
+runs take steps of different sizes) and wall-clock, and a JSON summary the report reads, under
+<data>/curves/."""
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
@@ -13,10 +15,12 @@ from cs336_core import reporting
 GROUP = "curves"
 TITLES = {keys.LR_SWEEP: "Learning-rate sweep", keys.BATCH_SIZE_SWEEP: "Batch-size sweep", keys.ABLATIONS: "Ablations"}
 MAIN_RUNS = "main_runs"  # the file name of the main runs' curves
+# The x axis of a sweep's first panel: runs of different batch sizes compare at equal tokens, not steps.
+X_AXIS = {keys.BATCH_SIZE_SWEEP: "tokens"}
 
 
 def _curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
-                  runs: dict[str, tuple[AssetKey, str | None]]) -> AssetsDefinition:
+                  runs: dict[str, tuple[AssetKey, str | None]], x: str = "step") -> AssetsDefinition:
     """The curves `name` of `runs`: variant -> (training asset, partition), in plot order."""
 
     @asset(
@@ -24,8 +28,9 @@ def _curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
         group_name=GROUP,
         deps=list(dict.fromkeys(asset for asset, _ in runs.values())),
         kinds={"pandas"},
-        code_version=code_version(__file__, config={"variants": list(runs), "target": preset.target_val_loss}),
-        description=f"{title}: table of step, wall-clock, train and val loss per variant, and a PNG plot.",
+        code_version=code_version(__file__, config={"variants": list(runs), "target": preset.target_val_loss, "x": x}),
+        description=f"{title}: table of step, tokens, wall-clock, train and val loss per variant, and a PNG plot "
+                    f"(smoothed train loss with the validation points, against {x}s and wall-clock).",
     )
     def curves(context: AssetExecutionContext, paths: DataPaths) -> MaterializeResult:
         run_dirs = {variant: paths.run_dir(*where) for variant, where in runs.items()}
@@ -37,15 +42,16 @@ def _curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
             raise FileNotFoundError(f"no trained runs for {name} under {paths.path('runs')}; "
                                     "materialize the runs (every partition you want plotted) first")
         files, summary = reporting.write_loss_curves(trained, paths.path("curves"), name, title=title,
-                                                     target=preset.target_val_loss)
-        knobs = {"variants": list(trained), "target": preset.target_val_loss}
+                                                     target=preset.target_val_loss, x=x)
+        knobs = {"variants": list(trained), "target": preset.target_val_loss, "x": x}
         return MaterializeResult(
-            metadata={**knobs_metadata(preset, **knobs), "missing_variants": str(missing),
-                      "variants": len(trained),
-                      "summary": MetadataValue.md(reporting.markdown_table(summary)),
+            # Key results first: what a reader looks for before the knobs.
+            metadata={**reporting.curves_headline(summary), "missing_variants": str(missing),
                       "plot": MetadataValue.md(reporting.png_markdown(files["png"], alt=title)),
+                      "summary": MetadataValue.md(reporting.markdown_table(summary)),
                       "table_path": MetadataValue.path(str(files["csv"])),
-                      "plot_path": MetadataValue.path(str(files["png"]))},
+                      "plot_path": MetadataValue.path(str(files["png"])),
+                      **knobs_metadata(preset, **knobs)},
             data_version=output_data_version(knobs, *files.values()))
 
     return curves
@@ -54,7 +60,8 @@ def _curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
 def curves_assets(preset: Preset, sweeps: list[AssetsDefinition]) -> list[AssetsDefinition]:
     """The curves of each of `sweeps` (one variant per partition), then of the main runs side by side."""
     assets = [_curves_asset(preset, keys.CURVES[sweep.key], sweep.key.to_user_string(), TITLES[sweep.key],
-                            {key: (sweep.key, key) for key in sweep.partitions_def.get_partition_keys()})
+                            {key: (sweep.key, key) for key in sweep.partitions_def.get_partition_keys()},
+                            x=X_AXIS.get(sweep.key, "step"))
               for sweep in sweeps]
     assets.append(_curves_asset(preset, keys.MAIN_RUNS_CURVES, MAIN_RUNS, "Main runs",
                                 {role: (keys.BY_ROLE[role].main_run, None) for role in keys.ROLES}))
