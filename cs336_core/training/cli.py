@@ -14,12 +14,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args
 
-from cs336_core.model import ModelConfig
+from cs336_core.model import FeedForwardKind, ModelConfig, NormPlacement, PositionScheme
+from cs336_core.optim import OPTIMIZERS
 from cs336_core.progress import ConsoleProgress, round_floats
 from cs336_core.training.checkpoint import CheckpointError
-from cs336_core.training.config import TrainConfig
+from cs336_core.training.config import DEVICES, DTYPES, RESUME_MODES, TOKEN_DTYPES, TRACKERS, TrainConfig
 from cs336_core.training.lock import RunLockedError
 from cs336_core.training.loop import train
 from cs336_core.training.run_dir import ResumeMismatch
@@ -40,14 +41,120 @@ def _flag_parser(annotation: str) -> Callable[[str], Any]:
     return parse
 
 
+# One line per flag: what the field does, in the words a person choosing a value needs. The flags
+# are generated from the dataclasses, so a field without a line here fails tests/test_cli.py.
+FIELD_HELP: dict[str, str] = {
+    # TrainConfig
+    "train_path": "training tokens: a .npy file, or a raw .bin of --token-dtype",
+    "out_dir": "run directory: config.json, metrics.jsonl, ckpt/, result.json",
+    "valid_path": "validation tokens (.npy or .bin); without them, no validation loss",
+    "token_dtype": "dtype of raw .bin token files (a .npy file carries its own)",
+    "batch_size": "sequences per optimizer step (per process under torchrun)",
+    "max_steps": "optimizer steps; give this or --total-tokens",
+    "total_tokens": "training tokens; steps = ceil(tokens / (batch_size * context_length))",
+    "lr_max": "peak learning rate, reached after warmup (AdamW's groups under Muon)",
+    "lr_min": "learning rate at the end of the cosine",
+    "warmup_steps": "linear warmup steps",
+    "cosine_cycle_steps": "step where the cosine reaches lr_min",
+    "betas": "AdamW's (beta1, beta2) as a JSON list, e.g. [0.9,0.95]",
+    "eps": "AdamW's epsilon",
+    "weight_decay": "AdamW's decoupled weight decay",
+    "grad_clip": "clip the global gradient L2 norm to this (null: no clipping)",
+    "eval_every": "evaluate every N steps (0: only at the end)",
+    "eval_batches": "validation batches per evaluation",
+    "eval_batch_size": "sequences per validation batch",
+    "eval_seed": "seed of the validation windows, the same for every run of a sweep",
+    "log_every": "write a metrics.jsonl line every N steps",
+    "checkpoint_every": "write ckpt/latest.pt every N steps (0: only the final checkpoint)",
+    "seed": "seed of the initialization and the training batches",
+    "device": "where to train; auto = cuda if available, else mps, else cpu",
+    "dtype": "bfloat16 = forward passes under bfloat16 autocast; the weights stay float32",
+    "compile": "torch.compile the model",
+    "tf32": "let float32 matmuls use TF32 tensor cores on CUDA",
+    "divergence_factor": "stop as 'diverged' when the loss exceeds this factor times its best (null: off; "
+                         "a non-finite loss always stops)",
+    "resume": "continue OUT_DIR/ckpt/latest.pt if its config matches (auto = true); never = false: archive "
+              "the earlier run and start over",
+    "max_wall_seconds": "wall-clock budget of the whole run, summed over resumes: then evaluate, checkpoint "
+                        "and stop with status 'budget'",
+    "peak_flops": "the device's peak FLOP/s that MFU (in metrics.jsonl) is measured against; MFU is null "
+                  "where neither this nor the built-in table of GPU peaks knows it (e.g. on CPU)",
+    "tracking": "also log every metrics line to TensorBoard (OUT_DIR/tensorboard) or W&B (install "
+                "the package yourself)",
+    "tracking_project": "the W&B project of --tracking wandb",
+    "optimizer": "muon: Muon for the blocks' matrices, AdamW for the rest (leaderboard option)",
+    "muon_lr": "Muon's peak learning rate (with --optimizer muon; the schedule scales it like lr_max)",
+    "muon_momentum": "Muon's momentum",
+    "muon_weight_decay": "Muon's decoupled weight decay",
+    "z_loss": "weight of the z-loss, mean(logsumexp(logits)^2), added to the loss (0: off)",
+    # ModelConfig
+    "vocab_size": "vocabulary size: the tokenizer's, special tokens included",
+    "context_length": "tokens per training sequence, and the longest context",
+    "d_model": "width of the residual stream",
+    "num_layers": "Transformer blocks",
+    "num_heads": "attention heads (d_model must divide by it)",
+    "d_ff": "feed-forward inner width (null: the --ffn variant's default, 8/3 d_model for swiglu, else 4 d_model)",
+    "rope_theta": "RoPE's base",
+    "norm": "RMSNorm placement: pre-norm blocks (baseline), post-norm, or no RMSNorm at all",
+    "position": "positional scheme: rope, or nope (none: causal masking only)",
+    "ffn": "feed-forward: swiglu (baseline), silu (no gate), relu2 (ReLU squared, leaderboard option)",
+    "tie_embeddings": "the output head shares the token embedding's weight",
+    "fused_attention": "torch's fused scaled_dot_product_attention instead of the hand-written one",
+    "qk_norm": "RMSNorm on each head's queries and keys (leaderboard option)",
+    "zero_init_output": "each block's output projections start at zero (leaderboard option)",
+    "logit_softcap": "logits = cap * tanh(logits / cap) (leaderboard option)",
+}
+
+# The values an enumerated field takes; argparse lists them in --help and refuses others.
+FIELD_CHOICES: dict[str, tuple] = {
+    "token_dtype": TOKEN_DTYPES,
+    "dtype": DTYPES,
+    "tracking": tuple(name for name in TRACKERS if name is not None),
+    "optimizer": OPTIMIZERS,
+    "norm": get_args(NormPlacement),
+    "position": get_args(PositionScheme),
+    "ffn": get_args(FeedForwardKind),
+}
+# Fields that also take a value outside a fixed list: the list goes in their help instead.
+FIELD_CHOICES_IN_HELP: dict[str, str] = {
+    "device": "{" + ",".join(DEVICES) + "} or cuda:N",
+    "resume": "{true,false," + ",".join(RESUME_MODES) + "}",
+}
+
+
+# What a default of None means, where it is not "off".
+DEFAULT_IN_WORDS: dict[str, str] = {
+    "lr_min": "lr_max / 10",
+    "warmup_steps": "5%% of the steps",
+    "cosine_cycle_steps": "all steps",
+    "eval_batch_size": "--batch-size",
+    "tracking_project": "cs336",
+    "max_steps": "none",
+    "total_tokens": "none",
+    "peak_flops": "the table's",
+}
+
+
+def _flag_help(f: dataclasses.Field) -> str:
+    if f.default is dataclasses.MISSING:
+        default = "required"
+    elif f.name in DEFAULT_IN_WORDS:
+        default = f"default {DEFAULT_IN_WORDS[f.name]}"
+    else:
+        default = "default off" if f.default is None else f"default {f.default}"
+    if f.name in FIELD_CHOICES_IN_HELP:
+        default = f"{FIELD_CHOICES_IN_HELP[f.name]}; {default}"
+    return f"{FIELD_HELP.get(f.name, '')} ({default})"
+
+
 def _add_field_flag(parser, f: dataclasses.Field, dest: str, aliases: list[str] = ()) -> None:
     """`--field-name VALUE` for a dataclass field; a bool flag alone means true (`--compile`)."""
     is_bool = str(f.type) == "bool"
-    default = "required" if f.default is dataclasses.MISSING else f"default {f.default}"
+    choices = FIELD_CHOICES.get(f.name)
+    metavar = "BOOL" if is_bool else None if choices else f.name.upper()
     parser.add_argument("--" + f.name.replace("_", "-"), *aliases, dest=dest, type=_flag_parser(str(f.type)),
                         default=argparse.SUPPRESS, nargs="?" if is_bool else None,
-                        const=True if is_bool else None, metavar="BOOL" if is_bool else f.name.upper(),
-                        help=f"{f.type} ({default})")
+                        const=True if is_bool else None, metavar=metavar, choices=choices, help=_flag_help(f))
 
 
 def build_parser() -> argparse.ArgumentParser:
