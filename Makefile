@@ -98,11 +98,14 @@ bench-tokenizer: setup-test
 bench-model: setup-test
 	$(PYTHON) bench/bench_model.py --repeats 3 --steps 1 --batch-sizes 8 32 --compile
 
-# One CUDA GPU, at most ~8 minutes; writes bench/results/gpu_check/gpu_check.{json,md}.
-# `make gpu-check GPU_CHECK_ARGS=--dry-run` runs the same code on the CPU in seconds (no figures).
+# One CUDA GPU, at most ~8 minutes; writes $(GPU_CHECK_OUT)/gpu_check.{json,md}.
+# `make gpu-check GPU_CHECK_ARGS=--dry-run GPU_CHECK_OUT=/tmp/dry` runs the same code on the CPU in
+# seconds (no figures); give it another GPU_CHECK_OUT so that it does not replace a GPU run's results.
+GPU_CHECK_OUT ?= bench/results/gpu_check
 gpu-check: setup
-	$(PYTHON) bench/gpu_check.py --out bench/results/gpu_check $(GPU_CHECK_ARGS)
+	$(PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # The `cpu` preset's shapes on the benchmark corpus (tokenizers, encodings, training steps): ~15 min on 2 cores.
+REHEARSAL_OUT ?= bench/results/cpu_rehearsal
 bench-rehearsal: setup
-	nice $(PYTHON) bench/cpu_rehearsal.py --corpus $(CORPUS) --out bench/results/cpu_rehearsal $(REHEARSAL_ARGS)
+	nice $(PYTHON) bench/cpu_rehearsal.py --corpus $(CORPUS) --out $(REHEARSAL_OUT) $(REHEARSAL_ARGS)
