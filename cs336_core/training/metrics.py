@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -109,3 +110,24 @@ def progress_info(record: dict[str, Any] | None, last_val_loss: float | None) ->
     mfu = record["mfu"]
     return {"loss": record["train_loss"], "val": last_val_loss, "tok/s": record["tokens_per_second"],
             "mfu": None if mfu is None else f"{100 * mfu:.1f}%"}
+
+
+def throttled(callback: MetricsCallback, interval: float,
+              clock: Callable[[], float] = time.monotonic) -> MetricsCallback:
+    """`callback` for every metrics line that carries a validation loss or ends the run (a budget
+    stop), and for the other lines at most once per `interval` seconds of `clock`.
+
+    For a live view of a run (Dagster observations, a dashboard): the evaluations are the curve and
+    come at the run's own cadence, while the training-loss lines between them can come many times a
+    second on a small model, more than a viewer needs or an event log should store.
+    """
+    last: float | None = None
+
+    def observe(record: dict[str, Any]) -> None:
+        nonlocal last
+        now = clock()
+        if record.get("val_loss") is not None or record.get("stopped") or last is None or now - last >= interval:
+            last = now
+            callback(record)
+
+    return observe

@@ -99,3 +99,34 @@ class RunMFU:
     def __call__(self, tokens_per_second: float) -> float | None:
         peak = self.peak_flops * self.world_size if self.peak_flops else None
         return mfu(tokens_per_second, self.flops_per_token, peak)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sizing a run to a wall-clock budget. The lr schedule is defined over max_steps, and a budget stop
+# ends it wherever it is (see TrainConfig.max_wall_seconds), so a budget run's max_steps should be
+# the steps its budget holds: then the cosine reaches its floor about when the budget runs out.
+
+
+def expected_tokens_per_second(model: ModelConfig, peak: float, assumed_mfu: float) -> float:
+    """Training tokens per second of `model` on a device of `peak` FLOP/s at `assumed_mfu` (the
+    inverse of `mfu`): for sizing a run before its throughput has been measured."""
+    if not 0 < assumed_mfu <= 1:
+        raise ValueError(f"assumed_mfu must be in (0, 1], got {assumed_mfu!r}")
+    if not peak > 0:
+        raise ValueError(f"peak must be positive FLOP/s, got {peak!r}")
+    return peak * assumed_mfu / flops_per_token(model)
+
+
+def steps_in_budget(seconds: float, tokens_per_second: float, tokens_per_step: int, overhead: float = 0.05) -> int:
+    """The optimizer steps `seconds` of wall-clock hold at `tokens_per_second`, after `overhead`
+    (the share of the budget spent outside optimizer steps: evaluations, checkpoints, compilation).
+
+    >>> steps_in_budget(60, 10_000, 1_000, overhead=0.1)  # 54 s of steps at 10 steps/s
+    540
+    """
+    if not seconds > 0 or not tokens_per_second > 0 or tokens_per_step < 1:
+        raise ValueError(f"need seconds > 0, tokens_per_second > 0 and tokens_per_step >= 1, got "
+                         f"{seconds!r}, {tokens_per_second!r}, {tokens_per_step!r}")
+    if not 0 <= overhead < 1:
+        raise ValueError(f"overhead must be in [0, 1), got {overhead!r}")
+    return max(1, int(seconds * (1 - overhead) * tokens_per_second / tokens_per_step))
