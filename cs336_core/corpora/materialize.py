@@ -9,6 +9,7 @@ a bad download or file never replaces a good corpus.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,8 @@ from cs336_core.corpora.documents import ENDOFTEXT, check_plausible_text, corpus
 from cs336_core.corpora.downloader import CORPUS_SOURCES, download
 from cs336_core.corpora.prose import stdlib_prose
 from cs336_core.corpora.stories import generate_stories
-from cs336_core.files import PathLike, atomic_copy, atomic_write_json, remove_stale_partials
+from cs336_core.files import (READ_CHUNK, PathLike, atomic_copy, atomic_path, atomic_write_json, is_gzip, open_binary,
+                               remove_stale_partials)
 from cs336_core.progress import ProgressFn
 
 SOURCES = ("generated_stories", "stdlib_prose", "download", "local")
@@ -43,6 +45,16 @@ def _check_text(path: PathLike, what: str, separator: str | None = None) -> None
         check_plausible_text(path, separator=separator)
     except ValueError as error:
         raise ValueError(f"{what} is not a usable text corpus: {error}") from error
+
+
+def _copy_as_text(src: PathLike, dest: Path) -> None:
+    """`src` at `dest` as plain text: a gzip (OWT's files are .txt.gz) is decompressed, because what
+    reads train.txt and valid.txt downstream takes them for text."""
+    if not is_gzip(src):
+        atomic_copy(src, dest)
+        return
+    with open_binary(src) as compressed, atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        shutil.copyfileobj(compressed, out, READ_CHUNK)
 
 
 def materialize_corpus(out_dir: PathLike, *, source: str, downloads_dir: PathLike | None = None,
@@ -81,7 +93,7 @@ def materialize_corpus(out_dir: PathLike, *, source: str, downloads_dir: PathLik
         for src in (train_path, valid_path):
             _check_text(src, "the local corpus file")
         for src, dest in ((train_path, train), (valid_path, valid)):
-            atomic_copy(src, dest)
+            _copy_as_text(src, dest)
     else:
         whole: PathLike = out / "all.txt"
         if source == "generated_stories":
