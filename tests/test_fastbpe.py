@@ -17,14 +17,16 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-fastbpe = pytest.importorskip(
+# GPT-2's released files and the tiktoken Encoding built from them: one definition, in that module,
+# with the import helper that skips a missing module, or fails under CI=true.
+from test_tokenization_encode import EOT, GPT2_DIR, require_module, tiktoken_gpt2  # noqa: F401  (fixture)
+
+fastbpe = require_module(
     "cs336_core._fastbpe",
     reason="C accelerator not built: `pip install -e .` with a C compiler builds cs336_core/_fastbpe.c",
 )
 
 from cs336_core.tokenization import Tokenizer  # noqa: E402
-# GPT-2's released files and the tiktoken Encoding built from them: one definition, in that module.
-from test_tokenization_encode import EOT, GPT2_DIR, tiktoken_gpt2  # noqa: E402,F401  (tiktoken_gpt2: fixture)
 
 
 def gpt2_tokenizer(accelerated: bool) -> Tokenizer:

