@@ -233,19 +233,138 @@ static int Merger_init(MergerObject *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* The ids of the UTF-8 bytes `word[0..len)` after BPE, as a new list. */
-static PyObject *merger_bpe(const MergerObject *m, const unsigned char *word, Py_ssize_t len) {
-    uint32_t ids_local[64], ranks_local[64];
-    uint32_t *ids = ids_local, *ranks = ranks_local;
-    if (len > 64) {
-        ids = PyMem_Malloc(sizeof(uint32_t) * (size_t)len);
-        ranks = PyMem_Malloc(sizeof(uint32_t) * (size_t)len);
-        if (ids == NULL || ranks == NULL) {
-            PyMem_Free(ids == ids_local ? NULL : ids);
-            PyMem_Free(ranks == ranks_local ? NULL : ranks);
-            return PyErr_NoMemory();
+static PyObject *list_of_ids(const uint32_t *ids, Py_ssize_t n) {
+    PyObject *result = PyList_New(n);
+    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
+        PyObject *id = PyLong_FromUnsignedLong(ids[i]);
+        if (id == NULL) Py_CLEAR(result);
+        else PyList_SET_ITEM(result, i, id);
+    }
+    return result;
+}
+
+/* A binary min-heap of uint64 entries `rank << 32 | position`: the lowest rank first, and for one
+   rank the leftmost position first. */
+typedef struct {
+    uint64_t *items;
+    size_t size, capacity;
+} Heap;
+
+static int heap_push(Heap *heap, uint64_t item) {
+    if (heap->size == heap->capacity) {
+        size_t capacity = heap->capacity * 2;
+        uint64_t *items = PyMem_Realloc(heap->items, sizeof(uint64_t) * capacity);
+        if (items == NULL) return -1;
+        heap->items = items;
+        heap->capacity = capacity;
+    }
+    size_t i = heap->size++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (heap->items[parent] <= item) break;
+        heap->items[i] = heap->items[parent];
+        i = parent;
+    }
+    heap->items[i] = item;
+    return 0;
+}
+
+static void heap_pop(Heap *heap) {
+    uint64_t item = heap->items[--heap->size];
+    size_t i = 0, size = heap->size;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= size) break;
+        if (child + 1 < size && heap->items[child + 1] < heap->items[child]) child++;
+        if (heap->items[child] >= item) break;
+        heap->items[i] = heap->items[child];
+        i = child;
+    }
+    if (size > 0) heap->items[i] = item;
+}
+
+#define DEAD UINT32_MAX  /* the symbol of a position merged into its left neighbour */
+
+/* merger_bpe for a long pre-token, in O(n log n) instead of O(n) a merge step: Tokenizer._bpe_long
+   in C (keep them in step). The symbols are a linked list over their original positions; the heap
+   holds `rank << 32 | position` for each ranked pair as it appears, and an entry whose pair has
+   changed since is skipped. All entries of the lowest rank come off together and are merged in
+   position order, so the pairs those merges make wait for the next round. */
+static PyObject *merger_bpe_long(const MergerObject *m, const unsigned char *word, Py_ssize_t len) {
+    if ((uint64_t)len >= UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "pre-token of %zd bytes is too long (the limit is 4 GiB)", len);
+        return NULL;
+    }
+    const uint32_t n = (uint32_t)len, no_merge = (uint32_t)m->num_ranks;
+    PyObject *result = NULL;
+    uint32_t *symbols = PyMem_Malloc(sizeof(uint32_t) * n), *prev = PyMem_Malloc(sizeof(uint32_t) * n);
+    uint32_t *next = PyMem_Malloc(sizeof(uint32_t) * n), *positions = PyMem_Malloc(sizeof(uint32_t) * n);
+    Heap heap = {PyMem_Malloc(sizeof(uint64_t) * n), 0, n};
+    if (symbols == NULL || prev == NULL || next == NULL || positions == NULL || heap.items == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        symbols[i] = m->byte_ids[word[i]];
+        prev[i] = i - 1;  /* DEAD (UINT32_MAX) for the first: no previous symbol */
+        next[i] = i + 1;  /* n: no next symbol */
+    }
+    for (uint32_t i = 0; i + 1 < n; i++) {
+        uint32_t rank = pair_rank(m, symbols[i], symbols[i + 1], no_merge);
+        if (rank != no_merge && heap_push(&heap, (uint64_t)rank << 32 | i) < 0) goto no_memory;
+    }
+    while (heap.size > 0) {
+        const uint32_t rank = (uint32_t)(heap.items[0] >> 32);
+        /* One entry a position at most for one rank (a pair never comes back at a position, its
+           tokens only grow), so `positions` has room; the bound keeps odd tables memory-safe. */
+        uint32_t count = 0;
+        while (heap.size > 0 && count < n && (uint32_t)(heap.items[0] >> 32) == rank) {
+            positions[count++] = (uint32_t)heap.items[0];
+            heap_pop(&heap);
+        }
+        const uint32_t merged = m->merged_id_of_rank[rank];
+        for (uint32_t c = 0; c < count; c++) {
+            const uint32_t i = positions[c], j = next[i];
+            if (symbols[i] == DEAD || j == n || pair_rank(m, symbols[i], symbols[j], no_merge) != rank) continue;
+            const uint32_t k = next[j];
+            symbols[i] = merged;
+            symbols[j] = DEAD;
+            next[i] = k;
+            if (k != n) {
+                prev[k] = i;
+                uint32_t right = pair_rank(m, merged, symbols[k], no_merge);
+                if (right != no_merge && heap_push(&heap, (uint64_t)right << 32 | i) < 0) goto no_memory;
+            }
+            const uint32_t h = prev[i];
+            if (h != DEAD) {
+                uint32_t left = pair_rank(m, symbols[h], merged, no_merge);
+                if (left != no_merge && heap_push(&heap, (uint64_t)left << 32 | h) < 0) goto no_memory;
+            }
         }
     }
+    uint32_t live = 0;  /* position 0 is never merged away: gather the survivors into `positions` */
+    for (uint32_t i = 0; i != n; i = next[i]) positions[live++] = symbols[i];
+    result = list_of_ids(positions, live);
+    goto done;
+no_memory:
+    PyErr_NoMemory();
+done:
+    PyMem_Free(symbols);
+    PyMem_Free(prev);
+    PyMem_Free(next);
+    PyMem_Free(positions);
+    PyMem_Free(heap.items);
+    return result;
+}
+
+/* Pre-tokens longer than this many bytes take merger_bpe_long. */
+#define LONG_PRETOKEN_BYTES 64
+
+/* The ids of the UTF-8 bytes `word[0..len)` after BPE, as a new list. */
+static PyObject *merger_bpe(const MergerObject *m, const unsigned char *word, Py_ssize_t len) {
+    if (len > LONG_PRETOKEN_BYTES) return merger_bpe_long(m, word, len);
+    uint32_t ids_local[64], ranks_local[64];
+    uint32_t *ids = ids_local, *ranks = ranks_local;
     const uint32_t no_merge = (uint32_t)m->num_ranks;
     Py_ssize_t n = len;
     for (Py_ssize_t i = 0; i < n; i++) ids[i] = m->byte_ids[word[i]];
@@ -286,17 +405,7 @@ static PyObject *merger_bpe(const MergerObject *m, const unsigned char *word, Py
         if (first > 0) ranks[first - 1] = pair_rank(m, ids[first - 1], merged, no_merge);
         if (first + 1 < n) ranks[first] = pair_rank(m, merged, ids[first + 1], no_merge);
     }
-    PyObject *result = PyList_New(n);
-    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
-        PyObject *id = PyLong_FromUnsignedLong(ids[i]);
-        if (id == NULL) Py_CLEAR(result);
-        else PyList_SET_ITEM(result, i, id);
-    }
-    if (ids != ids_local) {
-        PyMem_Free(ids);
-        PyMem_Free(ranks);
-    }
-    return result;
+    return list_of_ids(ids, n);
 }
 
 static PyObject *merger_bpe_str(const MergerObject *m, PyObject *pretoken) {

@@ -23,6 +23,7 @@ line in rank order. Every byte value round-trips, and GPT-2's own encoder.json +
 from __future__ import annotations
 
 import argparse
+import array
 import collections
 import gzip
 import heapq
@@ -183,7 +184,8 @@ def _iter_chunks(stream, special_re, max_special_len: int, chunk_bytes: int,
                  first_chunk_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield `(offset, chunk)` pieces of a byte stream, each cut at a safe boundary (see above).
 
-    Memory stays at about two chunks unless the text has no safe cut for a long stretch.
+    Memory stays at about two chunks unless the text has no safe cut for a long stretch (then
+    about twice that stretch).
     """
     pending = b""
     offset = 0
@@ -203,6 +205,10 @@ def _iter_chunks(stream, special_re, max_special_len: int, chunk_bytes: int,
             offset += cut
             pending = pending[cut:]
             target = chunk_bytes
+        else:
+            # No safe cut yet (one long line): read as much again before the next look, so the
+            # copies and rescans of `pending` stay O(n) in all rather than O(n**2 / chunk).
+            target = len(pending)
 
 
 def _map_in_order(function, items: Iterable, num_workers: int, initializer=None, initargs=()) -> Iterator:
@@ -296,6 +302,8 @@ def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merg
     push nothing, and a popped entry whose count is too high is pushed back with the true count.
     So the first popped entry that is exact is the most frequent pair (ties broken by the key).
     Pairs are keyed by the int `left * stride + right` (a tuple would cost 64 bytes per pair).
+    Words longer than LONG_WORD_SYMBOLS are kept apart (`_LongWords`) and merge in time
+    proportional to the occurrences merged rather than to their length.
     """
     stride = len(vocab) + num_merges
     byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
@@ -309,8 +317,13 @@ def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merg
 
     pair_counts: dict[int, int] = collections.defaultdict(int)
     pair_words: dict[int, list[int]] = collections.defaultdict(list)  # may hold stale or repeated indices
+    long_words = _LongWords(stride, max((len(word) for word in words if len(word) > LONG_WORD_SYMBOLS), default=0))
     for index, word in enumerate(words):
         count = counts[index]
+        if len(word) > LONG_WORD_SYMBOLS:
+            long_words.add(index, word, count, pair_counts)
+            words[index] = []  # (its symbols live in long_words now)
+            continue
         for a, b in zip(word, word[1:]):
             pair_counts[a * stride + b] += count
             pair_words[a * stride + b].append(index)
@@ -332,13 +345,14 @@ def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merg
         vocab[new_id] = vocab[a] + vocab[b]
         order_key[new_id] = _reversed_order_key(vocab[new_id])
         merges.append((vocab[a], vocab[b]))
-        increased = _apply_merge(words, counts, pair_counts, pair_words, stride, a, b, new_id)
+        increased = _apply_merge(words, counts, pair_counts, pair_words, stride, a, b, new_id, long_words)
         for new_key in increased:
             heapq.heappush(heap, (-pair_counts[new_key], order_key[new_key // stride], order_key[new_key % stride], new_key))
         if len(merges) % 1000 == 0:  # forget pairs that are gone, so memory tracks live pairs
             for gone in [key for key, count in pair_counts.items() if count == 0]:
                 del pair_counts[gone]
                 pair_words.pop(gone, None)
+                long_words.positions.pop(gone, None)
         if progress is not None and len(merges) % 100 == 0:
             progress("merge", len(merges), num_merges)
     if progress is not None:  # finished, possibly early because no pair was left
@@ -347,14 +361,17 @@ def _merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merg
 
 
 def _apply_merge(words: list[list[int]], counts: list[int], pair_counts: dict[int, int],
-                 pair_words: dict[int, list[int]], stride: int, a: int, b: int, new_id: int) -> set[int]:
+                 pair_words: dict[int, list[int]], stride: int, a: int, b: int, new_id: int,
+                 long_words: _LongWords | None = None) -> set[int]:
     """Merge (a, b) into `new_id` in every word holding it; update pair counts around each site.
 
     Returns the keys of the pairs (all containing `new_id`) whose counts went up.
     """
     increased: set[int] = set()
     merged_key = a * stride + b
-    for index in set(pair_words.pop(merged_key)):
+    if long_words is not None:
+        long_words.merge(a, b, new_id, counts, pair_counts, increased)
+    for index in set(pair_words.pop(merged_key, ())):
         word = words[index]  # merged in place, left to right
         count = counts[index]
         i = 0
@@ -383,6 +400,77 @@ def _apply_merge(words: list[list[int]], counts: list[int], pair_counts: dict[in
             word[i:i + 2] = [new_id]
             i += 1
     return increased
+
+
+# Training words longer than this many bytes go to `_LongWords`: the list path scans a word and
+# splices the list once per occurrence, O(len) each, so one long pre-token (a line of minified
+# code, base64, a long table rule) cost O(len**2). Shorter words keep the list path, which is
+# faster and smaller for them.
+LONG_WORD_SYMBOLS = 64
+
+
+class _LongWords:
+    """The long training words, merged through the recorded positions of each pair.
+
+    Each word is three arrays over its original byte positions: `symbols` (-1 once merged into
+    its left neighbour) and the `prev`/`next` links of the live ones, so positions keep their
+    left-to-right order. `positions[pair key]` lists, as `word index << bits | position`, where
+    that pair started when it appeared; entries go stale when a neighbour merges and are checked
+    when used. A merge thus touches only the occurrences of its pair, in words and in order.
+    """
+
+    def __init__(self, stride: int, longest: int):
+        self.stride = stride
+        self.bits = longest.bit_length()  # positions take the low bits of an entry
+        self.words: dict[int, tuple[array.array, array.array, array.array]] = {}
+        self.positions: dict[int, array.array] = collections.defaultdict(lambda: array.array("q"))
+
+    def add(self, index: int, word: list[int], count: int, pair_counts: dict[int, int]) -> None:
+        n, stride, positions = len(word), self.stride, self.positions
+        link_type = "i" if n < 1 << 31 else "q"  # 4 bytes a link (a list of ints takes 8 + 28)
+        self.words[index] = (array.array("i", word), array.array(link_type, range(-1, n - 1)),
+                             array.array(link_type, range(1, n + 1)))  # n: no next symbol
+        base = index << self.bits
+        for position, (a, b) in enumerate(zip(word, word[1:])):
+            pair_counts[a * stride + b] += count
+            positions[a * stride + b].append(base | position)
+
+    def merge(self, a: int, b: int, new_id: int, counts: list[int], pair_counts: dict[int, int],
+              increased: set[int]) -> None:
+        """Merge the occurrences of (a, b) as `_apply_merge` does in a list, with the same counting."""
+        stride, bits, positions = self.stride, self.bits, self.positions
+        merged_key = a * stride + b
+        mask = (1 << bits) - 1
+        for entry in sorted(positions.pop(merged_key, ())):  # word by word, left to right
+            index, i = entry >> bits, entry & mask
+            symbols, prev, next_ = self.words[index]
+            end = len(symbols)
+            j = next_[i]
+            if symbols[i] != a or j == end or symbols[j] != b:
+                continue  # stale: a neighbour merged since this pair was recorded here
+            count = counts[index]
+            pair_counts[merged_key] -= count
+            replaced = []  # (lost pair, gained pair, its position) on each side of this occurrence
+            h = prev[i]
+            if h >= 0:  # the left neighbour now pairs with the new token
+                left = symbols[h]
+                replaced.append(((b if left == new_id else left) * stride + a, left * stride + new_id, h))
+            k = next_[j]
+            if k != end:
+                right = symbols[k]
+                after = next_[k]
+                # The right neighbour, unless it starts the next occurrence (handled as its left).
+                if not (right == a and after != end and symbols[after] == b):
+                    replaced.append((b * stride + right, new_id * stride + right, i))
+                prev[k] = i
+            for lost_key, gained_key, position in replaced:
+                pair_counts[lost_key] -= count
+                pair_counts[gained_key] += count
+                positions[gained_key].append(index << bits | position)
+                increased.add(gained_key)
+            symbols[i] = new_id
+            symbols[j] = -1
+            next_[i] = k
 
 
 def _merge_word(word: list[int], a: int, b: int, new_id: int) -> list[int]:
@@ -518,6 +606,9 @@ class Tokenizer:
     CACHE_LIMIT = 1 << 20
     # encode_iterable works on blocks of at least this many characters.
     STREAM_BLOCK_CHARS = 1 << 15
+    # Pre-tokens longer than this many bytes go through `_bpe_long`; shorter ones through the
+    # plain loop of `_bpe`, which is faster for them but costs O(n) a merge step.
+    LONG_PRETOKEN_BYTES = 64
 
     def __init__(self, vocab: Vocab, merges: Merges, special_tokens: list[str] | None = None):
         self.vocab: Vocab = dict(vocab)
@@ -572,9 +663,13 @@ class Tokenizer:
     def _bpe(self, pretoken: str) -> list[int]:
         """Token ids of one pre-token: apply the lowest-ranked merge present until none is.
 
-        (The accelerator's `Merger.bpe` in cs336_core/_fastbpe.c is this loop in C: keep them in step.)
+        Every occurrence of that merge's pair is merged, left to right, before any pair it makes
+        is considered (a pair it makes may have a lower rank in a merge list not made by training).
+        (The accelerator's `Merger.bpe` in cs336_core/_fastbpe.c is this in C: keep them in step.)
         """
         ids = [self._byte_ids[b] for b in pretoken.encode("utf-8")]
+        if len(ids) > self.LONG_PRETOKEN_BYTES:
+            return self._bpe_long(ids)
         rank_of = self._merge_ranks.get
         merged_id_of_rank = self._merged_id_of_rank
         no_merge = len(merged_id_of_rank)
@@ -597,6 +692,48 @@ class Tokenizer:
             if i < len(ranks):
                 ranks[i] = rank_of((merged, ids[i + 1]), no_merge)
         return ids
+
+    def _bpe_long(self, ids: list[int]) -> list[int]:
+        """`_bpe` for a long pre-token, in O(n log n) rather than O(n) for every merge step.
+
+        The symbols form a linked list over their original positions, and a heap holds
+        (rank, position) for every pair with a rank as it appears; an entry whose pair has changed
+        since is skipped when it comes up. All entries of the lowest rank are taken off at once
+        and merged in position order, so the pairs those merges make wait for the next round, as
+        in `_bpe`.
+        """
+        rank_of = self._merge_ranks.get
+        merged_id_of_rank = self._merged_id_of_rank
+        n = len(ids)
+        symbols = array.array("q", ids)  # -1 once merged into its left neighbour
+        link_type = "i" if n < 1 << 31 else "q"
+        prev = array.array(link_type, range(-1, n - 1))
+        next_ = array.array(link_type, range(1, n + 1))  # n: no next symbol
+        # Heap entries are `rank * n + position` (an int: cheaper than a tuple, and ordered alike).
+        heap = [rank * n + i for i, pair in enumerate(zip(ids, ids[1:])) if (rank := rank_of(pair)) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank = heap[0] // n
+            positions = []
+            while heap and heap[0] // n == rank:
+                positions.append(heapq.heappop(heap) - rank * n)
+            merged = merged_id_of_rank[rank]
+            for i in positions:  # in increasing order: the heap orders equal ranks by position
+                j = next_[i]
+                if j == n or rank_of((symbols[i], symbols[j])) != rank:
+                    continue  # stale (also when i itself was merged away: its symbol is -1)
+                k = next_[j]
+                symbols[i] = merged
+                symbols[j] = -1
+                next_[i] = k
+                if k != n:
+                    prev[k] = i
+                    if (right_rank := rank_of((merged, symbols[k]))) is not None:
+                        heapq.heappush(heap, right_rank * n + i)
+                h = prev[i]
+                if h >= 0 and (left_rank := rank_of((symbols[h], merged))) is not None:
+                    heapq.heappush(heap, left_rank * n + h)
+        return [symbol for symbol in symbols if symbol >= 0]
 
     def _encode_pretoken(self, pretoken: str) -> list[int]:
         bpe = self._bpe if self._merger is None else self._merger.bpe  # (the same algorithm in C)
@@ -698,20 +835,24 @@ class Tokenizer:
     def encode_iterable(self, iterable: Iterable[str]) -> Iterator[int]:
         """Lazily encode a stream of strings; yields exactly `encode("".join(iterable))`.
 
-        Memory is bounded by the block size plus the longest pre-token, not by the input.
+        Memory is bounded by the block size plus twice the longest pre-token, not by the input.
         """
         pieces: list[str] = []
         pending_chars = 0
+        attempt_chars = self.STREAM_BLOCK_CHARS
         for piece in iterable:
             pieces.append(piece)
             pending_chars += len(piece)
-            if pending_chars < self.STREAM_BLOCK_CHARS:
+            if pending_chars < attempt_chars:
                 continue
             text = "".join(pieces)
             ids, settled = self._encode_stable_prefix(text)
             yield from ids
             rest = text[settled:]
             pieces, pending_chars = [rest], len(rest)
+            # Each attempt rescans what it could not settle (a pre-token still open, such as a long
+            # run of letters): waiting for that to double keeps the rescans O(n) in all, not O(n**2).
+            attempt_chars = max(self.STREAM_BLOCK_CHARS, 2 * len(rest))
         yield from self.encode("".join(pieces))
 
     def decode(self, ids: Iterable[int]) -> str:
