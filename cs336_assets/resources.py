@@ -60,6 +60,10 @@ class DataPaths(ConfigurableResource):
     def tokens_path(self, role: str, split: str) -> Path:
         return self.path("tokens", role, role, f"{split}.npy")
 
+    def leaderboard_files(self) -> tuple[Path, Path]:
+        """(submission.json, submission.md) of the leaderboard run, under leaderboard/."""
+        return self.path("leaderboard", "submission.json"), self.path("leaderboard", "submission.md")
+
     def run_dir(self, asset: AssetKey, partition: str | None = None) -> Path:
         """runs/<asset>/ of a training asset, runs/<asset>/<partition>/ of one of a sweep's partitions."""
         return self.path("runs", *asset.path, *([partition] if partition else []))

@@ -2,6 +2,7 @@
 writer per run directory, no orphan after the launcher is killed, data versions that follow the run."""
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -21,12 +22,15 @@ from dagster import AssetCheckSeverity, DagsterInstance, materialize
 from conftest import REPO_ROOT, dagster_env, run_cli
 from cs336_assets import keys
 from cs336_assets.definitions import RESOURCE_KEY, build_defs
-from cs336_assets.definitions.training import SWEEPS, converged_check, no_nan_check, target_check, train_config
-from cs336_assets.presets import PRESETS, RunKnobs, get_preset, lr_variants
+from cs336_assets.definitions.training import (CHECKS, SWEEPS, converged_check, no_nan_check, target_check,
+                                               train_config)
+from cs336_assets.presets import PRESETS, ModelKnobs, RunKnobs, get_preset, lr_variants
 from cs336_assets.resources import DataPaths
 from cs336_assets.versioning import output_data_version
 from cs336_core import reporting
+from cs336_core.model import ModelConfig
 from cs336_core.training import TrainConfig, TrainResult, read_checkpoint, train
+from cs336_core.training.metrics import throttled
 
 PRESET = get_preset("test")
 UPSTREAM = ["stories_corpus", "stories_tokenizer", "stories_tokens"]
@@ -97,6 +101,63 @@ def test_run_config_wins_over_the_partition_which_wins_over_the_preset(tmp_path)
     assert config.batch_size == PRESET.run.batch_size and config.lr_min == 0.05
 
 
+def test_every_knob_of_a_run_has_the_same_name_in_run_knobs_as_in_train_config():
+    """Nothing a preset or a run config may want to set is missing, and nothing is renamed: the knobs
+    are TrainConfig's fields but those the asset decides (paths, resume) or that presets give
+    otherwise (total_tokens: they give max_steps; token_dtype: a .npy file carries its own)."""
+    asset_decides = {"train_path", "valid_path", "out_dir", "token_dtype", "total_tokens", "resume"}
+    assert set(RunKnobs.model_fields) == {f.name for f in dataclasses.fields(TrainConfig)} - asset_decides
+    assert set(ModelKnobs.model_fields) == {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
+
+
+def test_h100_preset_trains_in_bf16_compiled_with_fused_attention_and_the_from_scratch_one_stays_selectable(tmp_path):
+    paths, h100 = DataPaths(data_dir=str(tmp_path)), get_preset("h100")
+    for variants_of, _ in [(lambda preset: {"main": None}, None), *SWEEPS.values()]:
+        for variant in variants_of(h100).values():
+            layers = (variant.run,) if variant else ()
+            config = train_config(paths, h100, "stories", tmp_path, *layers, model=variant.model if variant else None)
+            assert (config.device, config.dtype, config.compile, config.tf32) == ("cuda", "bfloat16", True, True)
+            assert config.model.fused_attention
+    from_scratch = train_config(paths, h100, "stories", tmp_path, RunKnobs(model=ModelKnobs(fused_attention=False)))
+    assert not from_scratch.model.fused_attention and from_scratch.dtype == "bfloat16"
+    assert from_scratch.model == dataclasses.replace(h100.model_for("stories"), fused_attention=False)
+    # Elsewhere the from-scratch attention in float32 stays the default.
+    for name in ("demo", "cpu", "test"):
+        config = train_config(paths, get_preset(name), "stories", tmp_path)
+        assert not config.model.fused_attention and config.dtype == "float32" and not config.compile
+
+
+def test_speed_and_optimizer_knobs_reach_train_config_from_run_config(tmp_path):
+    paths = DataPaths(data_dir=str(tmp_path))
+    knobs = dict(tf32=False, max_wall_seconds=90.0, peak_flops=1e12, tracking="tensorboard", optimizer="muon",
+                 muon_lr=0.01, muon_momentum=0.9, muon_weight_decay=0.01, z_loss=1e-4, dtype="bfloat16", compile=True)
+    config = train_config(paths, PRESET, "stories", tmp_path, RunKnobs(**knobs, model=ModelKnobs(qk_norm=True)))
+    assert {name: getattr(config, name) for name in knobs} == knobs
+    assert config.model.qk_norm and config.model.d_model == PRESET.model.d_model
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_sweep_run_evaluates_at_least_ten_times(name):
+    preset = get_preset(name)
+    for variants_of, _ in SWEEPS.values():
+        for key, variant in variants_of(preset).items():
+            steps, every = variant.run.max_steps, variant.run.eval_every
+            assert steps // every >= 10, (name, key, steps, every)
+
+
+def test_throttled_passes_every_evaluation_and_other_lines_once_per_interval():
+    seen, now = [], [0.0]
+    observe = throttled(seen.append, interval=10.0, clock=lambda: now[0])
+    for step, t, val_loss in ((1, 0.0, None), (2, 1.0, None), (3, 2.0, 5.0), (4, 3.0, None), (5, 12.5, None),
+                              (6, 13.0, None), (7, 13.5, 4.0)):
+        now[0] = t
+        observe({"step": step, "val_loss": val_loss})
+    assert [record["step"] for record in seen] == [1, 3, 5, 7]
+    now[0] = 14.0
+    observe({"step": 8, "val_loss": None, "stopped": "budget"})  # a budget stop's last line always comes
+    assert seen[-1]["step"] == 8
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks that fail on bad runs
 
@@ -146,6 +207,15 @@ def test_converged_and_target_checks_fail_on_a_diverged_or_untrained_run():
     assert target_check(a_result("completed", PRESET.target_val_loss), PRESET, "a").passed
 
 
+def test_a_run_stopped_by_its_budget_is_converged_and_still_needs_a_finite_final_loss(tmp_path):
+    budget = converged_check(a_result("budget", 5.2), "a", partition="leaderboard")
+    assert budget.passed and budget.metadata["status"].value == "budget"
+    assert budget.metadata["partition"].value == "leaderboard" and budget.description.startswith("leaderboard: ")
+    fine_metrics = reporting.read_metrics(write_metrics(tmp_path / "fine.jsonl", [5.5, 5.3]))
+    assert not no_nan_check(fine_metrics, a_result("budget", float("nan")), "a").passed
+    assert no_nan_check(fine_metrics, a_result("budget", 5.2), "a").passed
+
+
 def test_a_run_that_does_not_learn_misses_the_target(data_dir):
     trained = materialize_one(data_dir, "stories_main_run")
     assert trained.success
@@ -172,6 +242,52 @@ def test_a_diverged_sweep_point_materializes_with_failing_warn_checks(data_dir):
     assert checks["converged"].metadata["status"].value == "diverged"
     config = TrainConfig.from_json((run_dir / "config.json").read_text())
     assert data_version_of(result) == output_data_version(config.to_dict(), run_dir).value
+
+
+def floats_in(value):
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from floats_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from floats_in(item)
+
+
+def test_a_sweep_run_shows_its_curve_while_it_trains_and_leads_its_metadata_with_the_results(data_dir):
+    defs = build_defs("test", data_dir)
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(list(defs.assets), instance=instance, resources=defs.resources, selection=["lr_sweep"],
+                             partition_key="lr=1e-03")
+        logged = [entry.dagster_event for entry in instance.all_logs(result.run_id)
+                  if entry.dagster_event and entry.dagster_event.event_type_value == "ASSET_OBSERVATION"]
+    assert result.success
+    observations = [event.event_specific_data.asset_observation for event in logged]
+    assert all(o.asset_key == keys.LR_SWEEP and o.partition == "lr=1e-03" for o in observations)
+    steps = [o.metadata["step"].value for o in observations]
+    assert steps == sorted(set(steps)) and steps[-1] == PRESET.sweep.max_steps
+    # Every evaluation (one per step here: 10 steps, 10 evaluations) is a point of the curve.
+    val_losses = [o.metadata["val_loss"].value for o in observations if "val_loss" in o.metadata]
+    assert len(val_losses) >= 10 and all(math.isfinite(v) for v in val_losses)
+    assert {"train_loss", "tokens_per_second", "tokens"} <= set(observations[-1].metadata)
+
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert list(metadata)[:5] == ["final_val_loss", "best_val_loss", "tokens_per_second", "status", "steps"]
+    assert list(metadata)[-2:] == ["preset", "knobs"]
+    values = [v.value for v in metadata.values()]
+    for number in floats_in(values):  # no 0.00030000000000000003 (lr_min = lr_max / 10) nor 3.8329901695251465
+        assert float(f"{number:.8g}") == number, number
+    assert metadata["knobs"].value["run"]["lr_min"] == 1e-4
+
+    checks = checks_of(result)
+    assert {name: check.description.split(": ")[0] for name, check in checks.items()} == {
+        "no_nan_in_metrics": "lr=1e-03", "converged": "lr=1e-03"}
+    assert all(check.metadata["partition"].value == "lr=1e-03" for check in checks.values())
+    specs = [spec for assets_def in defs.assets for spec in assets_def.check_specs]
+    assert specs and all(spec.description for spec in specs if spec.name in CHECKS), \
+        [spec.key for spec in specs if not spec.description]
 
 
 def test_data_version_follows_the_run(data_dir):

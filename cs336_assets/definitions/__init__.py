@@ -3,8 +3,10 @@
 Each corpus role gets the same chain (`role_definitions`): corpus -> tokenizer -> tokens -> main run,
 with the tokenizer and token checks. What reads several roles comes once (`shared_definitions`):
 the tokenizer experiments, the accounting tables, the sweeps and ablations (on the stories
-corpus), their loss curves, the samples and the report. Assets depend on each other through the
-keys in `cs336_assets.keys`, and every asset reads the preset from the factory that built it.
+corpus), their loss curves, the leaderboard runs (web corpus) and their curves, the samples and the
+report. Assets depend on each other through the keys in `cs336_assets.keys`, and every asset reads
+the preset from the factory that built it. The preset is taken with the corpus environment
+variables applied (`corpora.with_corpus_env`), so every run of these definitions reads them.
 
 (This package would be Dagster's `defs/` folder; it is called `definitions` because `cs336_assets.defs`
 is the Definitions object itself.)
@@ -18,8 +20,8 @@ from pathlib import Path
 from dagster import AssetSelection, Definitions, define_asset_job, multiprocess_executor
 
 from cs336_assets import keys
-from cs336_assets.definitions import (accounting, corpora, curves, datasets, experiments, report, samples, tokenizers,
-                                      training)
+from cs336_assets.definitions import (accounting, corpora, curves, datasets, experiments, leaderboard, report, samples,
+                                      tokenizers, training)
 from cs336_assets.presets import Preset, get_preset
 from cs336_assets.resources import DataPaths, default_data_dir
 
@@ -40,7 +42,8 @@ def shared_definitions(preset: Preset) -> Definitions:
     sweeps = training.sweep_assets(preset)
     return Definitions(assets=[
         experiments.tokenizer_experiments_asset(preset), accounting.accounting_asset(preset), *sweeps,
-        *curves.curves_assets(preset, sweeps), samples.samples_asset(preset), report.report_asset(preset)])
+        *curves.curves_assets(preset, sweeps), *leaderboard.leaderboard_assets(preset), samples.samples_asset(preset),
+        report.report_asset(preset)])
 
 
 def jobs() -> list:
@@ -53,12 +56,16 @@ def jobs() -> list:
         *[define_asset_job(f"{name}_job", selection=AssetSelection.assets(sweep),
                            description=f"One partition of {name} per run (launch a backfill for all).")
           for sweep in keys.SWEEPS for name in [sweep.to_user_string()]],
+        define_asset_job("leaderboard_job", selection=AssetSelection.assets(keys.LEADERBOARD),
+                         description="One leaderboard run per run: partition baseline or leaderboard (handout 7.5)."),
     ]
 
 
-def build_defs(preset_name: str, data_dir: str | os.PathLike | None = None) -> Definitions:
-    """Definitions for `preset_name` writing under `data_dir` (default: env CS336_DATA_DIR or <repo>/data)."""
-    preset = get_preset(preset_name)
+def build_defs(preset: str | Preset, data_dir: str | os.PathLike | None = None) -> Definitions:
+    """Definitions for a preset (by name, or a Preset, e.g. a test's variant of one) writing under
+    `data_dir` (default: env CS336_DATA_DIR or <repo>/data), its corpora replaced by the corpus
+    environment variables set (CS336_STORIES_TRAIN, ...; a file that cannot be read fails here)."""
+    preset = corpora.with_corpus_env(get_preset(preset) if isinstance(preset, str) else preset)
     paths = DataPaths(data_dir=str(Path(data_dir or default_data_dir()).resolve()))
     # One step at a time by default: every step process re-imports torch (~3 s) and a training step
     # wants all cores. Raise CS336_MAX_CONCURRENT on a bigger machine to run sweep points side by side.
