@@ -88,6 +88,23 @@ def forward_flops(shape: ModelConfig, seq_len: int | None = None, batch_size: in
     return flops
 
 
+def matmul_breakdown(shape: ModelConfig, seq_len: int | None = None) -> list[dict[str, Any]]:
+    """Every matrix multiply of one forward pass over one sequence (transformer_accounting (b)): its
+    name, the product's shapes, how many there are (per layer x layers), and their FLOPs, 2*m*n*p
+    each. The FLOPs add up to `forward_flops(shape, seq_len)["total"]`."""
+    t = shape.context_length if seq_len is None else seq_len
+    d, d_ff, layers, h, v = shape.d_model, shape.resolved_d_ff, shape.num_layers, shape.num_heads, shape.vocab_size
+    d_k = d // h
+    ffn = ([("FFN W1 and W3 (gate, up)", t, d, d_ff, 2), ("FFN W2 (down)", t, d_ff, d, 1)] if shape.ffn == "swiglu"
+           else [("FFN W1", t, d, d_ff, 1), ("FFN W2", t, d_ff, d, 1)])
+    parts = [("Q, K, V projections", t, d, d, 3), ("Q K^T (per head)", t, d_k, t, h),
+             ("softmax(.) V (per head)", t, t, d_k, h), ("output projection", t, d, d, 1), *ffn]
+    rows = [{"matmul": name, "shapes": f"({m} x {n}) @ ({n} x {p})", "count": layers * count,
+             "FLOPs": layers * count * 2 * m * n * p} for name, m, n, p, count in parts]
+    rows.append({"matmul": "LM head", "shapes": f"({t} x {d}) @ ({d} x {v})", "count": 1, "FLOPs": 2 * t * d * v})
+    return rows
+
+
 def activation_elements_per_sequence(shape: ModelConfig, seq_len: int | None = None) -> dict[str, int]:
     """Activations kept for backward, per sequence, following adamwAccounting's component list."""
     t = shape.context_length if seq_len is None else seq_len
@@ -213,9 +230,13 @@ def model_rows(models: Mapping[str, ModelConfig], batch_size: int, steps: int) -
 
 def accounting_tables(models: Mapping[str, ModelConfig], batch_size: int, steps: int) -> dict[str, Any]:
     """Everything the accounting asset writes (JSON-ready): the GPT-2 tables, the GPT-2 XL AdamW
-    answers and `model_rows(models, batch_size, steps)`."""
+    answers, GPT-2 XL's matmuls (`matmul_breakdown`), `model_rows(models, batch_size, steps)` and
+    the `forward_flops` components and the shape of each of `models` (one sequence at its context)."""
     return {"gpt2": gpt2_accounting_tables(), "gpt2_xl_adamw": gpt2_xl_adamw_answers(),
-            "preset_models": model_rows(models, batch_size, steps)}
+            "gpt2_xl_matmuls": matmul_breakdown(GPT2_SHAPES["GPT-2 XL"]),
+            "preset_models": model_rows(models, batch_size, steps),
+            "preset_forward_flops": {name: forward_flops(shape) for name, shape in models.items()},
+            "preset_shapes": {name: shape.to_dict() for name, shape in models.items()}}
 
 
 def tables_markdown(tables: Mapping[str, Any], models_heading: str) -> str:

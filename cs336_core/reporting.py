@@ -22,7 +22,7 @@ from cs336_core.files import PathLike, atomic_write_json, atomic_write_text
 
 __all__ = ["read_metrics", "loss_curve_table", "plot_loss_curves", "png_markdown", "run_summary", "run_details",
            "best_run", "curves_headline",
-           "write_loss_curves", "render_token", "longest_tokens", "markdown_table", "render_report"]
+           "write_loss_curves", "render_token", "printable", "longest_tokens", "markdown_table", "render_report"]
 
 CURVE_COLUMNS = ("variant", "step", "tokens", "wall_seconds", "train_loss", "val_loss", "tokens_per_second",
                  "diverged")
@@ -217,6 +217,13 @@ def render_token(token: bytes) -> str:
         else:
             pieces.append(char)
     return "".join(pieces)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters other than newline and tab escaped (\\xNN, \\uNNNN), so that
+    an untrained model's sampled bytes cannot put a NUL or a terminal escape into a report."""
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else
+                   f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" for ch in text)
 
 
 def longest_tokens(vocab: Mapping[int, bytes], n: int = 10) -> list[dict]:

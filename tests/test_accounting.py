@@ -17,6 +17,7 @@ from cs336_core.accounting import (
     forward_flops,
     gpt2_accounting_tables,
     gpt2_xl_adamw_answers,
+    matmul_breakdown,
     max_batch_size,
     model_rows,
     tables_markdown,
@@ -166,7 +167,10 @@ def test_model_rows_of_a_preset_s_models():
 def test_accounting_tables_and_their_markdown():
     tables = accounting_tables({"small": SMALL}, batch_size=8, steps=100)
     assert tables == {"gpt2": gpt2_accounting_tables(), "gpt2_xl_adamw": gpt2_xl_adamw_answers(),
-                      "preset_models": model_rows({"small": SMALL}, 8, 100)}
+                      "gpt2_xl_matmuls": matmul_breakdown(GPT2_SHAPES["GPT-2 XL"]),
+                      "preset_models": model_rows({"small": SMALL}, 8, 100),
+                      "preset_forward_flops": {"small": forward_flops(SMALL)},
+                      "preset_shapes": {"small": SMALL.to_dict()}}
     markdown = tables_markdown(tables, "Our models (batch 8)")
     headings = [line for line in markdown.splitlines() if line.startswith("### ")]
     assert headings == ["### GPT-2 forward pass, context 1,024 (one sequence, matmul FLOPs)",
@@ -175,3 +179,20 @@ def test_accounting_tables_and_their_markdown():
     assert "| GPT-2 XL | 16,384 | 2,127,057,600 |" in markdown
     assert f"| max_batch_size_80GB | {tables['gpt2_xl_adamw']['max_batch_size_80GB']:,} |" in markdown
     assert markdown.rstrip().endswith("|") and "| small |" in markdown
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_matmul_breakdown_adds_up_to_the_forward_flops(variant):
+    shape = dataclasses.replace(SMALL, **variant)
+    rows = matmul_breakdown(shape, seq_len=16)
+    assert sum(row["FLOPs"] for row in rows) == forward_flops(shape, 16)["total"]
+    scores = next(row for row in rows if row["matmul"].startswith("Q K^T"))
+    assert scores["shapes"] == "(16 x 8) @ (8 x 16)" and scores["count"] == 3 * 4  # d_k = 32 / 4, 4 heads x 3 layers
+    assert scores["FLOPs"] == 12 * 2 * 16 * 8 * 16
+
+
+def test_gpt2_xl_matmuls_by_hand():
+    rows = {row["matmul"]: row for row in matmul_breakdown(GPT2_SHAPES["GPT-2 XL"])}
+    assert rows["FFN W1 and W3 (gate, up)"]["FLOPs"] == 48 * 2 * 2 * 1024 * 1600 * 6400
+    assert rows["LM head"]["FLOPs"] == 2 * 1024 * 1600 * 50_257
+    assert sum(row["FLOPs"] for row in rows.values()) == pytest.approx(4.513e12, rel=1e-3)

@@ -8,7 +8,9 @@ from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, materi
 
 from cs336_assets.definitions import build_defs
 from cs336_assets.presets import ABLATIONS, batch_size_variants, get_preset
+from cs336_core.reporting import printable
 from cs336_core.tokenization import Tokenizer
+from cs336_core.writeup import PROBLEMS
 
 PRESET = get_preset("test")
 
@@ -75,6 +77,23 @@ def test_tokenizer_experiments_table_has_cross_case(tiny_graph):
         assert row["bytes_per_token"] == pytest.approx(row["bytes"] / row["tokens"], abs=1e-3)
         assert row["pile_825gb_hours"] == pytest.approx(825e9 / (row["throughput_mb_per_s"] * 1e6) / 3600, rel=0.01)
     assert materializations(results)[("tokenizer_experiments", None)]["stories_on_web_bytes_per_token"] > 0
+    for row in rows:  # the large sample: the whole valid split, then the train split (200 KB in all < 1 MB)
+        valid = (data / "corpora" / row["text"] / "valid.txt").stat().st_size
+        assert [source["file"] for source in row["large_sources"]] == ["valid.txt", "train.txt"]
+        assert row["large_bytes"] > valid > row["bytes"]
+        assert row["large_bytes_per_token"] == pytest.approx(row["large_bytes"] / row["large_tokens"], abs=1e-3)
+
+
+def test_key_results_come_before_the_knobs_in_metadata(tiny_graph):
+    found = materializations(tiny_graph[1])
+    firsts = {key: list(found[(key, None)])[0] for key in ("lr_sweep_curves", "tokenizer_experiments", "samples",
+                                                           "report", "accounting_tables")}
+    assert firsts == {"lr_sweep_curves": "best_variant", "tokenizer_experiments": "stories_on_stories_bytes_per_token",
+                      "samples": "samples_generated", "report": "preset", "accounting_tables": "gpt2_xl_parameters"}
+    for key in firsts:
+        assert list(found[(key, None)])[-1] == "knobs", key
+    report = found[("report", None)]
+    assert list(report)[1:4] == ["best_lr", "largest_stable_lr", "surprises"]
 
 
 def test_training_runs_sweeps_and_ablations(tiny_graph):
@@ -120,11 +139,19 @@ def test_report_uses_this_runs_numbers(tiny_graph):
     phases = json.loads((data / "tokenizers" / "stories" / "stats.json").read_text())["phase_seconds"]
     assert set(phases) == {"pretokenize", "merge"}
     assert f"**{max(phases, key=phases.get)}**" in report  # the BPE profiling question, from this run's timings
-    for heading in ("Tokenizer experiments", "Resource accounting", "Learning-rate sweep", "Ablations",
-                    "Generated text"):
-        assert f"## {heading}" in report
+    # Every written problem of the handout, under its own name, in the handout's order, each saying
+    # which preset produced it.
+    headings = [line for line in report.splitlines() if line.startswith("## `")]
+    assert [h.split("`")[1] for h in headings] == list(PROBLEMS)
+    sections = report.split("\n## ")[2:]
+    assert all(section.split("\n\n")[1].startswith("_Preset `test`; data: ") for section in sections)
+    # The stand-ins are named as such wherever their numbers appear.
+    assert "generated stories, a stand-in for TinyStories" in report
+    assert "a stand-in for OpenWebText" in report
     samples = json.loads((data / "samples" / "samples.json").read_text())
-    assert samples and all(s["completion"] in report.replace("\n> ", "\n") for s in samples if s["completion"].strip())
+    assert samples and all(printable(s["completion"]) in report.replace("\n> ", "\n")
+                           for s in samples if s["completion"].strip())
+    assert "\x00" not in report  # an untrained model's sampled bytes arrive escaped
     assert "data:image/png;base64," in materializations(results)[("report", None)]["report"]
 
 

@@ -35,13 +35,18 @@ def accounting_asset(preset: Preset) -> AssetsDefinition:
         atomic_write_json(out_dir / "accounting.json", tables)
         atomic_write_text(out_dir / "accounting.md", markdown)
         xl = tables["gpt2_xl_adamw"]
+        gpt2_xl = next(row for row in tables["gpt2"] if row["model"] == "GPT-2 XL" and row["context"] == 1024)
         return MaterializeResult(
+            # Key results first, then the tables, then the knobs.
             metadata={
-                **knobs_metadata(preset, **knobs),
+                "gpt2_xl_parameters": gpt2_xl["parameters"],
+                "gpt2_xl_forward_TFLOPs": round(gpt2_xl["forward_TFLOPs"], 3),
                 "gpt2_xl_max_batch_80GB": xl["max_batch_size_80GB"],
                 "gpt2_xl_training_days": round(xl["training_days_400k_steps_batch_1024_mfu_0.5_A100"], 1),
+                **{f"{role}_model_parameters": row["parameters"] for role, row in zip(keys.ROLES, tables["preset_models"])},
                 "tables": MetadataValue.md(markdown),
                 "path": MetadataValue.path(str(out_dir / "accounting.md")),
+                **knobs_metadata(preset, **knobs),
             },
             data_version=output_data_version(knobs, out_dir / "accounting.json", out_dir / "accounting.md"))
 

@@ -12,6 +12,7 @@ from cs336_assets.presets import ENDOFTEXT, Preset
 from cs336_assets.resources import DataPaths
 from cs336_assets.versioning import code_version, output_data_version
 from cs336_core.decoding import generate
+from cs336_core.reporting import printable
 from cs336_core.files import atomic_write_json, atomic_write_text
 from cs336_core.training.checkpoint import load_model
 from cs336_core.training.runtime import torch_threads
@@ -57,7 +58,7 @@ def samples_asset(preset: Preset) -> AssetsDefinition:
                 records.append({"model": role, "prompt": prompt, "completion": text, "new_tokens": len(new_ids),
                                 "temperature": spec.temperature, "top_p": spec.top_p})
                 sections.append(f"**Prompt:** `{prompt}` ({len(new_ids)} new tokens)\n\n> "
-                                + f"**{prompt}**{text}".replace("\n", "\n> ") + "\n")
+                                + printable(f"**{prompt}**{text}").replace("\n", "\n> ") + "\n")
         header = (f"Sampling: temperature {spec.temperature}, top-p {spec.top_p}, at most {spec.max_new_tokens} "
                   f"new tokens (capped by the context length), stop at `{ENDOFTEXT}`.\n")
         markdown = header + "\n" + "\n".join(sections)
@@ -65,8 +66,12 @@ def samples_asset(preset: Preset) -> AssetsDefinition:
         atomic_write_json(out_dir / "samples.json", records)
         atomic_write_text(out_dir / "samples.md", markdown)
         return MaterializeResult(
-            metadata={**knobs_metadata(preset, samples=dataclasses.asdict(spec)),
-                      "samples": MetadataValue.md(markdown), "path": MetadataValue.path(str(out_dir / "samples.md"))},
+            # Key results first, then the samples, then the knobs.
+            metadata={"samples_generated": len(records),
+                      "new_tokens": sum(record["new_tokens"] for record in records),
+                      "ended_at_endoftext": sum(ENDOFTEXT in record["completion"] for record in records),
+                      "samples": MetadataValue.md(markdown), "path": MetadataValue.path(str(out_dir / "samples.md")),
+                      **knobs_metadata(preset, samples=dataclasses.asdict(spec))},
             data_version=output_data_version(dataclasses.asdict(spec), out_dir / "samples.json"))
 
     return samples
