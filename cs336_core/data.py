@@ -11,6 +11,7 @@ single-process one, whatever the world size.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -33,7 +34,11 @@ def load_tokens(path: str | os.PathLike, dtype: npt.DTypeLike | None = None) -> 
     if path.stat().st_size == 0:
         raise ValueError(f"token file is empty (0 bytes): {path}")
     if path.suffix == ".npy":
-        tokens = np.load(path, mmap_mode="r")
+        _check_npy_size(path)
+        try:
+            tokens = np.load(path, mmap_mode="r")
+        except ValueError as err:
+            raise ValueError(f"{path}: cannot be opened as a token array ({err})") from None
         if dtype is not None and tokens.dtype != np.dtype(dtype):
             raise ValueError(f"{path} holds {tokens.dtype} tokens but dtype={np.dtype(dtype)} was requested")
     else:
@@ -50,6 +55,31 @@ def load_tokens(path: str | os.PathLike, dtype: npt.DTypeLike | None = None) -> 
     if len(tokens) == 0:
         raise ValueError(f"token file holds no tokens: {path}")
     return tokens
+
+
+def _check_npy_size(path: Path) -> None:
+    """The file must hold exactly what its header promises (numpy would only say 'mmap length is
+    greater than file size' for a truncated one, and map a padded one silently)."""
+    from numpy.lib import format as npy_format
+
+    header_readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    with open(path, "rb") as f:
+        try:
+            read_header = header_readers.get(npy_format.read_magic(f))
+            if read_header is None:  # a newer format version: np.load checks it
+                return
+            shape, _, dtype = read_header(f)
+        except ValueError as err:
+            raise ValueError(f"{path}: not a valid .npy file ({err}); it is truncated or corrupt") from None
+        data_start = f.tell()
+    if dtype.hasobject:  # not a token array; np.load refuses it
+        return
+    count = math.prod(shape)
+    expected, actual = data_start + count * dtype.itemsize, path.stat().st_size
+    if actual != expected:
+        problem = "truncated" if actual < expected else "corrupt"
+        raise ValueError(f"{path} is {problem}: its header promises {count:,} {dtype} values ({expected:,} bytes "
+                         f"with the header) but the file has {actual:,} bytes; re-create it")
 
 
 def check_long_enough(dataset: TokenArray, context_length: int, name: str = "dataset") -> None:

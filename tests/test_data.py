@@ -78,6 +78,27 @@ def test_load_tokens_raw_bin_needs_dtype(tmp_path):
         load_tokens(tmp_path / "odd.bin", dtype=np.uint16)
 
 
+def test_load_tokens_names_a_truncated_or_padded_npy(tmp_path):
+    path = tmp_path / "tokens.npy"
+    np.save(path, np.arange(1000, dtype=np.uint16))
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-10])  # a copy or a download cut short
+    with pytest.raises(ValueError, match=r"tokens.npy is truncated: its header promises 1,000 uint16 values "
+                                         r"\(2,128 bytes with the header\) but the file has 2,118 bytes"):
+        load_tokens(path)
+    path.write_bytes(whole + b"\0\0")
+    with pytest.raises(ValueError, match=r"tokens.npy is corrupt: .* but the file has 2,130 bytes"):
+        load_tokens(path)
+    path.write_bytes(whole[:40])  # cut inside the header
+    with pytest.raises(ValueError, match=r"tokens.npy: not a valid .npy file .*truncated or corrupt"):
+        load_tokens(path)
+    path.write_bytes(b"not numpy at all")
+    with pytest.raises(ValueError, match=r"tokens.npy: not a valid .npy file"):
+        load_tokens(path)
+    path.write_bytes(whole)
+    assert load_tokens(path).tolist() == list(range(1000))
+
+
 def test_load_tokens_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.npy"):
         load_tokens(tmp_path / "missing.npy")

@@ -186,6 +186,14 @@ def test_train_rejects_bad_arguments(corpus, vocab_size, specials, message):
         train_bpe(corpus, vocab_size, specials, num_workers=1)
 
 
+def test_special_tokens_given_as_one_str_is_a_type_error(corpus):
+    # list("<eos>") would be five one-character special tokens, silently.
+    with pytest.raises(TypeError, match=regex.escape("special_tokens must be a list of str, got the str '<eos>'")):
+        train_bpe(corpus, 300, "<eos>", num_workers=1)
+    with pytest.raises(TypeError, match=regex.escape("pass ['<eos>']")):
+        Tokenizer({b: bytes([b]) for b in range(256)}, [], "<eos>")
+
+
 def test_train_rejects_bad_worker_count(corpus):
     with pytest.raises(ValueError, match="num_workers must be >= 1, got 0"):
         train_bpe(corpus, 300, [], num_workers=0)
@@ -257,6 +265,91 @@ def test_load_reports_bad_files(tmp_path):
     (tmp_path / "v.json").write_text(json.dumps({"a b": 0}))
     with pytest.raises(ValueError, match="byte-to-unicode"):
         load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
+
+
+@pytest.fixture
+def saved_tokenizer(tmp_path) -> tuple[Path, Path]:
+    path = tmp_path / "c.txt"
+    path.write_text(CORPORA["unicode"] * 5 + "<|endoftext|>" + CORPORA["contractions"])
+    vocab, merges = train_bpe(path, 330, ["<|endoftext|>", "<pad>"], num_workers=1)
+    save_vocab_merges(vocab, merges, tmp_path / "vocab.json", tmp_path / "merges.txt")
+    return tmp_path / "vocab.json", tmp_path / "merges.txt"
+
+
+def test_load_rejects_merges_cut_at_a_line_boundary(saved_tokenizer):
+    vocab_path, merges_path = saved_tokenizer
+    vocab, merges = load_vocab_merges(vocab_path, merges_path)  # whole: special tokens and all load
+    assert len(vocab) == 256 + len(merges) + 2
+    lines = merges_path.read_text().splitlines(keepends=True)
+    for kept in (len(lines) - 1, len(lines) // 2, 2):  # the last merge lost, half of them, all but one
+        merges_path.write_text("".join(lines[:kept]))
+        with pytest.raises(ValueError, match="do not agree") as error:
+            load_vocab_merges(vocab_path, merges_path)
+        assert str(vocab_path) in str(error.value) and str(merges_path) in str(error.value)
+        # Each lost merge left its token behind, beside the two special tokens.
+        assert f"of the {len(lines) - kept + 2} tokens beyond 256 bytes + {kept - 1} merged ones" in str(error.value)
+        with pytest.raises(ValueError, match="looks truncated"):
+            Tokenizer.from_files(vocab_path, merges_path, ["<|endoftext|>", "<pad>"])
+
+
+def test_load_allows_special_tokens_anywhere_in_the_vocabulary(tmp_path):
+    # GPT-2 puts its special token after the merges; one made of two ordinary tokens ("ab" = "a" +
+    # "b") must be named, or it is taken for a merge that merges.txt lacks.
+    vocab = {b: bytes([b]) for b in range(256)} | {256: b"ab", 257: b"<|endoftext|>", 258: b"abab"}
+    save_vocab_merges(vocab, [(b"a", b"b")], tmp_path / "v.json", tmp_path / "m.txt")
+    with pytest.raises(ValueError, match=regex.escape("id 258, b'abab'")):
+        load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
+    assert load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt", ["abab"]) == (vocab, [(b"a", b"b")])
+    tokenizer = Tokenizer.from_files(tmp_path / "v.json", tmp_path / "m.txt", ["abab", "<|endoftext|>"])
+    assert tokenizer.encode("ababab<|endoftext|>") == [258, 256, 257]
+
+
+@pytest.mark.parametrize("merge_lines, message", [
+    ("a b\nab c\n", r"m.txt:3: the token it makes, b'abc', is not in .*v.json"),
+    ("a b\nab zz\n", r"m.txt:3: its right part, b'zz', is not in .*v.json"),
+    ("a b\nzz a\n", r"m.txt:3: its left part, b'zz', is not in .*v.json"),
+    ("a b\na\n", r"m.txt:3: expected two tokens"),
+    ("a b\nab \n", r"m.txt:3: expected two tokens"),  # a line cut after its space
+])
+def test_load_rejects_merges_the_vocabulary_lacks(tmp_path, merge_lines, message):
+    vocab = {b: bytes([b]) for b in range(256)} | {300: b"ab", 301: b"abd"}
+    (tmp_path / "v.json").write_text(json.dumps({tokenization._token_to_text(t): i for i, t in vocab.items()}))
+    (tmp_path / "m.txt").write_text("#version: 0.2\n" + merge_lines)
+    with pytest.raises(ValueError, match=message):
+        load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
+    del vocab[ord("z")]
+    (tmp_path / "v.json").write_text(json.dumps({tokenization._token_to_text(t): i for i, t in vocab.items()}))
+    (tmp_path / "m.txt").write_text("#version: 0.2\na b\n")
+    with pytest.raises(ValueError, match=r"v.json: the vocabulary lacks 1 of the 256 single bytes \(e.g. b'z'\)"):
+        load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda text: text[: len(text) // 2], "v.json:.*not valid JSON .*truncated or corrupt"),
+    (lambda text: text.replace('"', "", 1), "v.json:.*not valid JSON"),
+    (lambda text: "[" * 100_000 + "]" * 100_000, "v.json: JSON nested too deeply"),
+    (lambda text: "[1, 2]", "v.json: expected a JSON object"),
+    (lambda text: '{"a": 1.5}', r"v.json: token 'a' has id 1.5"),
+    (lambda text: '{"a": "7"}', r"v.json: token 'a' has id '7'"),
+    (lambda text: '{"a": 1, "b": 1}', r"v.json: id 1 is given twice"),
+    (lambda text: '{"a": 1, "a": 2}', r"v.json: token 'a' appears twice"),
+])
+def test_load_names_a_corrupt_vocab_file(saved_tokenizer, tmp_path, corrupt, message):
+    vocab_path, merges_path = saved_tokenizer
+    bad = tmp_path / "v.json"
+    bad.write_text(corrupt(vocab_path.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_vocab_merges(bad, merges_path)
+
+
+def test_load_names_files_that_are_not_utf8(saved_tokenizer, tmp_path):
+    vocab_path, merges_path = saved_tokenizer
+    (tmp_path / "v.json").write_bytes(b'{"a": 0,\n"\xff": 1}')
+    with pytest.raises(ValueError, match=r"v.json:2: not UTF-8 text \(byte offset 10"):
+        load_vocab_merges(tmp_path / "v.json", merges_path)
+    (tmp_path / "m.txt").write_bytes(b"#version: 0.2\na b\n\xc3 b\n")
+    with pytest.raises(ValueError, match=r"m.txt:3: not UTF-8 text"):
+        load_vocab_merges(vocab_path, tmp_path / "m.txt")
 
 
 def test_cli_trains_and_encodes(tmp_path):

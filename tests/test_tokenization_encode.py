@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cs336_core import tokenization
-from cs336_core.tokenization import GPT2_PRETOKENIZE_PATTERN, Tokenizer, encode_file, train_bpe
+from cs336_core.tokenization import GPT2_PRETOKENIZE_PATTERN, Tokenizer, encode_file, load_vocab_merges, train_bpe
 
 EOT = "<|endoftext|>"
 
@@ -102,6 +102,17 @@ def test_gpt2_files_load_with_the_released_ids(gpt2):
     assert gpt2.encode(EOT) == [50256]
     assert len(gpt2.vocab) == 50257 and len(gpt2.merges) == 50000
     assert gpt2.encode(" the") == [262]
+
+
+def test_gpt2_merges_cut_short_are_refused_naming_both_files(tmp_path):
+    vocab, merges = load_vocab_merges(GPT2_DIR / "encoder.json", GPT2_DIR / "vocab.bpe")
+    assert len(vocab) == 256 + len(merges) + 1 == 50257  # the bytes, the merges and <|endoftext|>
+    lines = (GPT2_DIR / "vocab.bpe").read_text(encoding="utf-8").splitlines(keepends=True)
+    cut = tmp_path / "vocab.bpe"
+    cut.write_text("".join(lines[:25000]), encoding="utf-8")  # the version line and 24,999 merges
+    with pytest.raises(ValueError, match="looks truncated") as error:
+        Tokenizer.from_files(GPT2_DIR / "encoder.json", cut, [EOT])
+    assert str(GPT2_DIR / "encoder.json") in str(error.value) and str(cut) in str(error.value)
 
 
 def test_special_tokens_longest_first_and_appended_when_missing(gpt2):
