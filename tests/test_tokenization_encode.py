@@ -282,6 +282,48 @@ def test_encode_file_without_special_tokens_gzip_and_uint32(tmp_path, gpt2, monk
     assert np.load(tmp_path / "b.npy").dtype == np.uint32
 
 
+ENCODE = """
+import sys
+from cs336_core import tokenization
+tokenization.CHUNK_BYTES = tokenization.MIN_CHUNK_BYTES = 1 << 18  # one chunk size for every file size
+vocab, merges, source, output = sys.argv[1:]
+tokenizer = tokenization.Tokenizer.from_files(vocab, merges, ["<|endoftext|>"])
+print(tokenization.encode_file(tokenizer, source, output, num_workers=2)["tokens"])
+"""
+# A fresh launcher whose only child is the encoder: its RUSAGE_CHILDREN is the peak RSS of the
+# encoder and the encoder's pool workers. (The encoder's own figure would not do: on Linux a
+# process inherits, through exec, the peak of the process it was forked from, here pytest.)
+LAUNCH = """
+import resource, subprocess, sys
+done = subprocess.run([sys.executable, "-c", *sys.argv[1:]], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+print(done.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
+
+def test_encode_file_memory_does_not_grow_with_the_file(tmp_path, small_tokenizer):
+    # Peak RSS of encoding 5 MB and 20 MB in fresh processes: a streaming encode_file holds a few
+    # chunks either way; holding every chunk's ids (2 bytes a token, about one token per 2 bytes
+    # here) or reading all chunks ahead would add 15 MB or more for the larger file. (Measured on
+    # a 2-core Linux machine: about 40 MB for both sizes, and 40% more at 20 MB when the results
+    # were gathered into a list before writing.)
+    small_tokenizer.save(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    base = make_corpus(7000, seed=1)  # about 1 MB, from a dozen words: the pre-token cache stays small
+    peaks, tokens = {}, {}
+    for megabytes in (5, 20):
+        source = tmp_path / f"{megabytes}.txt"
+        source.write_text(base * round(megabytes * 2**20 / len(base)), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-c", LAUNCH, ENCODE, str(tmp_path / "vocab.json"),
+                               str(tmp_path / "merges.txt"), str(source), str(tmp_path / f"{megabytes}.npy")],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        tokens[megabytes], peaks[megabytes] = map(int, done.stdout.split())
+        assert tokens[megabytes] == len(np.load(tmp_path / f"{megabytes}.npy", mmap_mode="r"))
+    assert tokens[20] > 3 * tokens[5] > 6_000_000  # the larger file really is four times the work
+    assert peaks[20] < 1.1 * peaks[5], f"peak RSS {peaks} (KiB on Linux) for 5 and 20 MB"
+
+
 def test_encode_file_errors_leave_existing_output_intact(tmp_path, small_tokenizer):
     out = tmp_path / "ids.npy"
     np.save(out, np.arange(3, dtype=np.uint16))
