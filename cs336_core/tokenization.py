@@ -10,7 +10,9 @@ Training follows the handout's section 2.4 exactly:
 Scaling: the corpus is read in bounded chunks cut at special tokens (or, failing that, at a
 newline that cannot change pre-tokenization), chunks are pre-tokenized in parallel worker
 processes that return counts of unique pre-tokens, and the merge loop updates pair counts
-incrementally through an index pair -> pre-tokens and a lazily-invalidated heap.
+incrementally through an index pair -> pre-tokens and a lazily-invalidated heap. No input makes
+BPE quadratic: a pre-token longer than 64 bytes (minified code, base64) is merged through a linked
+list of its symbols, with each pair's positions in training and a heap of merge ranks in encoding.
 
 Invalid UTF-8 in a corpus: by default an error naming the byte offset (`invalid_utf8="error"`);
 `invalid_utf8="replace"` decodes it to U+FFFD instead (like `bytes.decode(errors="replace")`).
@@ -581,9 +583,9 @@ def load_vocab_merges(vocab_path: str | os.PathLike, merges_path: str | os.PathL
 
     The two files must agree, or a ValueError names both: the vocabulary holds the 256 bytes, the
     two parts and the result of every merge, and besides those only tokens that no merge could
-    have made (special tokens such as GPT-2's <|endoftext|>). A token made of two of the others
-    that no merge makes is what a `merges.txt` cut short leaves behind. `special_tokens` (str)
-    are allowed whatever they look like.
+    have made (special tokens such as GPT-2's <|endoftext|>). A token that joins two bytes or
+    merged tokens, yet that no merge makes, is what a `merges.txt` cut short leaves behind.
+    `special_tokens` (str) are allowed whatever they look like.
     """
     for path in (vocab_path, merges_path):
         if not Path(path).is_file():
