@@ -6,4 +6,4 @@ pure-Python path (set CS336_PURE_PYTHON=1 to force that path even when the exten
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("cs336_core._fastbpe", ["cs336_core/_fastbpe.c"], optional=True)])
+setup(ext_modules=[Extension("cs336_core.bpe._fastbpe", ["cs336_core/bpe/_fastbpe.c"], optional=True)])

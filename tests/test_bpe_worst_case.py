@@ -19,8 +19,7 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cs336_core import tokenization
-from cs336_core.tokenization import Tokenizer, train_bpe
+from cs336_core.bpe import Tokenizer, chunks, long_words, train_bpe
 from test_tokenization import CORPORA, brute_force_train
 from test_tokenization_encode import EOT, GPT2_DIR, require_module, tiktoken_gpt2  # noqa: F401  (fixture)
 
@@ -67,18 +66,18 @@ def test_training_on_one_long_line_is_not_quadratic(tmp_path):
 def test_reading_one_long_line_is_not_quadratic():
     # With no safe place to cut, the reader must not copy and rescan the whole pending line for
     # every block it reads (the old reader took 1 GB of copies for 4 MB in 4 KB blocks).
-    def chunks(n: int):
-        return lambda: list(tokenization._iter_chunks(io.BytesIO(b"x" * n), None, 0, 4096))
+    def read_all(n: int):
+        return lambda: list(chunks.iter_chunks(io.BytesIO(b"x" * n), None, 0, 4096))
 
-    assert [len(chunk) for _, chunk in chunks(10_000)()] == [10_000]
-    ratio = growth(chunks(1 << 20), chunks(1 << 22))
+    assert [len(chunk) for _, chunk in read_all(10_000)()] == [10_000]
+    ratio = growth(read_all(1 << 20), read_all(1 << 22))
     assert ratio < MAX_GROWTH, f"4x the input took {ratio:.1f}x the time"
 
 
 @pytest.mark.parametrize("name", sorted(CORPORA))
 def test_long_word_path_trains_like_the_brute_force_trainer(name, tmp_path, monkeypatch):
     # Every word of 2 bytes or more takes the long-word path here, whatever its shape.
-    monkeypatch.setattr(tokenization, "LONG_WORD_SYMBOLS", 1)
+    monkeypatch.setattr(long_words, "LONG_WORD_SYMBOLS", 1)
     specials = ["<|endoftext|>"] + (["<|endoftext|><|endoftext|>"] if name == "overlapping" else [])
     path = tmp_path / "corpus.txt"
     path.write_text(CORPORA[name], encoding="utf-8")
@@ -132,7 +131,7 @@ def pure_python(tokenizer: Tokenizer) -> Tokenizer:
 @pytest.mark.parametrize("path", ["pure", "c"])
 def test_encoding_one_long_pretoken_is_not_quadratic(gpt2, distinct_words, path):
     if path == "c":
-        require_module("cs336_core._fastbpe")
+        require_module("cs336_core.bpe._fastbpe")
         bpe = gpt2._merger.bpe
     else:
         bpe = pure_python(gpt2)._bpe

@@ -1,4 +1,4 @@
-"""The optional C accelerator (cs336_core/_fastbpe.c) against the pure-Python path and tiktoken.
+"""The optional C accelerator (cs336_core/bpe/_fastbpe.c) against the pure-Python path and tiktoken.
 
 Every test compares the accelerated `Tokenizer.encode` with the same tokenizer forced onto its
 pure-Python reference path (`_merger = None`, what CS336_PURE_PYTHON=1 gives) and with tiktoken
@@ -22,11 +22,11 @@ from hypothesis import given, settings, strategies as st
 from test_tokenization_encode import EOT, GPT2_DIR, require_module, tiktoken_gpt2  # noqa: F401  (fixture)
 
 fastbpe = require_module(
-    "cs336_core._fastbpe",
-    reason="C accelerator not built: `pip install -e .` with a C compiler builds cs336_core/_fastbpe.c",
+    "cs336_core.bpe._fastbpe",
+    reason="C accelerator not built: `pip install -e .` with a C compiler builds cs336_core/bpe/_fastbpe.c",
 )
 
-from cs336_core.tokenization import Tokenizer  # noqa: E402
+from cs336_core.bpe import Tokenizer  # noqa: E402
 
 
 def gpt2_tokenizer(accelerated: bool) -> Tokenizer:
@@ -175,7 +175,7 @@ def test_merger_rejects_bad_tables():
 
 def test_pure_python_env_var_disables_the_accelerator():
     script = (
-        "from cs336_core.tokenization import Tokenizer\n"
+        "from cs336_core.bpe import Tokenizer\n"
         "t = Tokenizer({b: bytes([b]) for b in range(256)}, [])\n"
         "print(t._merger is None, t.encode(\"it's  x\"))\n"
     )
@@ -192,10 +192,10 @@ def test_pure_python_env_var_disables_the_accelerator():
 def test_missing_extension_falls_back_to_pure_python():
     # As on a machine without a C compiler: the import fails and encode takes the Python path.
     script = (
-        "import sys; sys.modules['cs336_core._fastbpe'] = None\n"
-        "from cs336_core import tokenization\n"
-        "t = tokenization.Tokenizer({b: bytes([b]) for b in range(256)}, [])\n"
-        "print(tokenization._FASTBPE is None, t._merger is None, t.encode('h\u00e9 x'))\n"
+        "import sys; sys.modules['cs336_core.bpe._fastbpe'] = None\n"
+        "from cs336_core.bpe import Tokenizer, accelerator\n"
+        "t = Tokenizer({b: bytes([b]) for b in range(256)}, [])\n"
+        "print(accelerator.FASTBPE is None, t._merger is None, t.encode('h\u00e9 x'))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

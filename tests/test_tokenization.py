@@ -11,10 +11,10 @@ import pytest
 import regex
 from hypothesis import given, settings, strategies as st
 
-from cs336_core import tokenization
-from cs336_core.tokenization import (
+from cs336_core.bpe import (
     GPT2_PRETOKENIZE_PATTERN, Tokenizer, load_vocab_merges, save_vocab_merges, train_bpe,
 )
+from cs336_core.bpe import chunks, gpt2_format, pretokenize, train
 
 
 def brute_force_train(text: str, vocab_size: int, special_tokens: list[str]):
@@ -61,15 +61,15 @@ def brute_force_train(text: str, vocab_size: int, special_tokens: list[str]):
        | st.lists(st.sampled_from(["a", "Z", "9", " ", "  ", "\n", "\t", "\x0b", "\x1c", "\x1f", "'", "'s", "'ll", "!", "_"]),
                   max_size=40).map("".join))
 def test_ascii_fast_pretokenizer_equals_gpt2_regex(text):
-    assert tokenization._pretokenize(text) == regex.findall(GPT2_PRETOKENIZE_PATTERN, text)
-    assert tokenization._PRETOKENIZE_ASCII.findall(text) == regex.findall(GPT2_PRETOKENIZE_PATTERN, text)
+    assert pretokenize.pretokens(text) == regex.findall(GPT2_PRETOKENIZE_PATTERN, text)
+    assert pretokenize.PRETOKENIZE_ASCII.findall(text) == regex.findall(GPT2_PRETOKENIZE_PATTERN, text)
 
 
 def test_handout_worked_example():
     # The handout's example splits on whitespace only; feed its pre-token counts to the merge loop.
     counts = {b"low": 5, b"lower": 2, b"widest": 3, b"newest": 6}
     vocab = {0: b"<|endoftext|>"} | {1 + b: bytes([b]) for b in range(256)}
-    merges = tokenization._merge_pretoken_counts(counts, vocab, 6)
+    merges = train.merge_pretoken_counts(counts, vocab, 6)
     assert merges == [(b"s", b"t"), (b"e", b"st"), (b"o", b"w"), (b"l", b"ow"), (b"w", b"est"), (b"n", b"e")]
     assert [vocab[i] for i in range(257, 263)] == [b"st", b"est", b"ow", b"low", b"west", b"ne"]
 
@@ -90,7 +90,7 @@ def test_train_matches_brute_force(tmp_path, name, num_workers, monkeypatch):
     specials = ["<|endoftext|>"] + (["<|endoftext|><|endoftext|>"] if name == "overlapping" else [])
     path = tmp_path / "corpus.txt"
     path.write_text(text, encoding="utf-8")
-    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 32)  # force many chunks and cuts
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 32)  # force many chunks and cuts
     vocab, merges = train_bpe(path, 256 + len(specials) + 60, specials, num_workers=num_workers)
     expected_vocab, expected_merges = brute_force_train(text, 256 + len(specials) + 60, specials)
     assert merges == expected_merges
@@ -115,10 +115,10 @@ def test_train_chunked_parallel_equals_single_chunk(tmp_path, monkeypatch):
     path = tmp_path / "corpus.txt"
     path.write_text("".join(lines), encoding="utf-8")
     whole = train_bpe(path, 400, [], num_workers=1)
-    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 200)
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 200)
     with open(path, "rb") as f:
-        chunks = list(tokenization._iter_chunks(f, None, 0, tokenization._chunk_size(path.stat().st_size, 2)))
-    assert len(chunks) > 10
+        pieces = list(chunks.iter_chunks(f, None, 0, chunks.chunk_size(path.stat().st_size, 2)))
+    assert len(pieces) > 10
     assert train_bpe(path, 400, [], num_workers=2) == whole
     assert whole == brute_force_train(path.read_text(), 400, [])
 
@@ -214,7 +214,7 @@ def test_train_rejects_missing_and_empty_files(tmp_path):
 
 @pytest.mark.parametrize("num_workers", [1, 2])
 def test_invalid_utf8_names_the_offset_or_is_replaced(tmp_path, monkeypatch, num_workers):
-    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 64)
     data = ("<|endoftext|>word " * 20).encode() + b"bad \xff byte" + b" more words" * 10
     path = tmp_path / "bad.txt"
     path.write_bytes(data)
@@ -318,12 +318,12 @@ def test_load_allows_special_tokens_anywhere_in_the_vocabulary(tmp_path):
 ])
 def test_load_rejects_merges_the_vocabulary_lacks(tmp_path, merge_lines, message):
     vocab = {b: bytes([b]) for b in range(256)} | {300: b"ab", 301: b"abd"}
-    (tmp_path / "v.json").write_text(json.dumps({tokenization._token_to_text(t): i for i, t in vocab.items()}))
+    (tmp_path / "v.json").write_text(json.dumps({gpt2_format.token_to_text(t): i for i, t in vocab.items()}))
     (tmp_path / "m.txt").write_text("#version: 0.2\n" + merge_lines)
     with pytest.raises(ValueError, match=message):
         load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
     del vocab[ord("z")]
-    (tmp_path / "v.json").write_text(json.dumps({tokenization._token_to_text(t): i for i, t in vocab.items()}))
+    (tmp_path / "v.json").write_text(json.dumps({gpt2_format.token_to_text(t): i for i, t in vocab.items()}))
     (tmp_path / "m.txt").write_text("#version: 0.2\na b\n")
     with pytest.raises(ValueError, match=r"v.json: the vocabulary lacks 1 of the 256 single bytes \(e.g. b'z'\)"):
         load_vocab_merges(tmp_path / "v.json", tmp_path / "m.txt")
@@ -401,7 +401,7 @@ def test_parallel_training_finishes_under_a_host_sigterm_handler(tmp_path):
     script = textwrap.dedent(
         f"""
         import signal
-        from cs336_core.tokenization import train_bpe
+        from cs336_core.bpe import train_bpe
         signal.signal(signal.SIGTERM, lambda *args: None)  # what a host like Dagster does
         serial = train_bpe({str(corpus)!r}, 300, ["<|endoftext|>"], num_workers=1)
         for _ in range(30):  # the shutdown race hangs within a few pools when it is not handled

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cs336_core import tokenization
-from cs336_core.tokenization import GPT2_PRETOKENIZE_PATTERN, Tokenizer, encode_file, load_vocab_merges, train_bpe
+from cs336_core.bpe import (
+    GPT2_PRETOKENIZE_PATTERN, Tokenizer, bytes_to_unicode, chunks, encode_file, load_vocab_merges, train_bpe,
+)
 
 EOT = "<|endoftext|>"
 
@@ -48,7 +49,7 @@ def gpt2() -> Tokenizer:
 @pytest.fixture(scope="module")
 def tiktoken_gpt2():
     tiktoken = require_module("tiktoken", reason="test extras missing: pip install -e '.[test]'")
-    byte_of = {char: b for b, char in tokenization.bytes_to_unicode().items()}
+    byte_of = {char: b for b, char in bytes_to_unicode().items()}
     encoder = json.loads((GPT2_DIR / "encoder.json").read_text(encoding="utf-8"))
     ranks = {bytes(byte_of[c] for c in token): rank for token, rank in encoder.items() if token != EOT}
     return tiktoken.Encoding(name="gpt2-offline", pat_str=GPT2_PRETOKENIZE_PATTERN, mergeable_ranks=ranks,
@@ -157,7 +158,7 @@ def test_require_module_skips_locally_but_fails_under_ci(monkeypatch):
 
 def test_missing_c_extension_is_a_skip_locally_and_an_error_under_ci():
     # End to end: collect test_fastbpe.py in a pytest whose C extension cannot be imported.
-    script = "import sys, pytest; sys.modules['cs336_core._fastbpe'] = None; sys.exit(pytest.main(sys.argv[1:]))"
+    script = "import sys, pytest; sys.modules['cs336_core.bpe._fastbpe'] = None; sys.exit(pytest.main(sys.argv[1:]))"
     args = [sys.executable, "-c", script, str(Path(__file__).with_name("test_fastbpe.py")),
             "--collect-only", "-q", "-p", "no:cacheprovider"]
     runs = {ci: subprocess.run(args, env={**os.environ, "CI": ci}, capture_output=True, text=True, timeout=120,
@@ -166,7 +167,7 @@ def test_missing_c_extension_is_a_skip_locally_and_an_error_under_ci():
     assert runs[""].returncode in (0, 5), runs[""].stdout  # 5: nothing collected, as the module skipped
     assert "SKIPPED" in runs[""].stdout and "C accelerator not built" in runs[""].stdout
     assert runs["true"].returncode not in (0, 5)
-    assert "cs336_core._fastbpe is required when CI=true" in runs["true"].stdout
+    assert "cs336_core.bpe._fastbpe is required when CI=true" in runs["true"].stdout
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def make_corpus(num_docs: int, seed: int = 0) -> str:
 
 @pytest.mark.parametrize("num_workers", [1, 2])
 def test_encode_file_equals_encode(tmp_path, small_tokenizer, monkeypatch, num_workers):
-    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 500)  # many chunks, cut at special tokens
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 500)  # many chunks, cut at special tokens
     text = make_corpus(300)
     src = tmp_path / "corpus.txt"
     src.write_text(text, encoding="utf-8")
@@ -270,7 +271,7 @@ def test_encode_file_equals_encode(tmp_path, small_tokenizer, monkeypatch, num_w
 
 
 def test_encode_file_without_special_tokens_gzip_and_uint32(tmp_path, gpt2, monkeypatch):
-    monkeypatch.setattr(tokenization, "CHUNK_BYTES", 300)  # cuts must fall on safe newlines
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 300)  # cuts must fall on safe newlines
     text = "".join(f"Line {i}:  hello\tworld {i * 31}.\n" + ("  \n" if i % 4 == 0 else "") for i in range(500))
     src = tmp_path / "c.txt.gz"
     src.write_bytes(gzip.compress(text.encode()))
@@ -284,11 +285,11 @@ def test_encode_file_without_special_tokens_gzip_and_uint32(tmp_path, gpt2, monk
 
 ENCODE = """
 import sys
-from cs336_core import tokenization
-tokenization.CHUNK_BYTES = tokenization.MIN_CHUNK_BYTES = 1 << 18  # one chunk size for every file size
+from cs336_core.bpe import Tokenizer, chunks, encode_file
+chunks.CHUNK_BYTES = chunks.MIN_CHUNK_BYTES = 1 << 18  # one chunk size for every file size
 vocab, merges, source, output = sys.argv[1:]
-tokenizer = tokenization.Tokenizer.from_files(vocab, merges, ["<|endoftext|>"])
-print(tokenization.encode_file(tokenizer, source, output, num_workers=2)["tokens"])
+tokenizer = Tokenizer.from_files(vocab, merges, ["<|endoftext|>"])
+print(encode_file(tokenizer, source, output, num_workers=2)["tokens"])
 """
 # A fresh launcher whose only child is the encoder: its RUSAGE_CHILDREN is the peak RSS of the
 # encoder and the encoder's pool workers. (The encoder's own figure would not do: on Linux a

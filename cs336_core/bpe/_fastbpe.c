@@ -1,4 +1,4 @@
-/* Optional accelerator for cs336_core.tokenization.Tokenizer.encode (CPython C API, C99).
+/* Optional accelerator for cs336_core.bpe.tokenizer.Tokenizer.encode (CPython C API, C99).
  *
  * encode_plain(text, out, cache, merger, encode_from) appends to the list `out` the ids of
  * `text` (a str holding no special token), exactly as the pure-Python path does:
@@ -434,7 +434,7 @@ static PyMethodDef Merger_methods[] = {
 
 static PyTypeObject MergerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cs336_core._fastbpe.Merger",
+    .tp_name = "cs336_core.bpe._fastbpe.Merger",
     .tp_basicsize = sizeof(MergerObject),
     .tp_dealloc = (destructor)Merger_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -544,7 +544,7 @@ static PyMethodDef fastbpe_methods[] = {
 
 static struct PyModuleDef fastbpe_module = {
     PyModuleDef_HEAD_INIT, "_fastbpe",
-    "Optional C accelerator for cs336_core.tokenization (pure-ASCII pre-tokenizing and cache lookups).",
+    "Optional C accelerator for cs336_core.bpe (pure-ASCII pre-tokenizing and cache lookups).",
     -1, fastbpe_methods, NULL, NULL, NULL, NULL,
 };
 
