@@ -122,7 +122,7 @@ def test_code_version_hashes_the_sources_an_asset_imports(tmp_path):
     tokens = version("datasets.py")
     # A copy hashes like the original: the version depends on content, not on where it lives.
     assert tokens == code_version(str(REPO_ROOT / "cs336_assets" / "definitions" / "datasets.py"), config={"knob": 1})
-    for edited, comment in ((core / "files.py", "#"), (core / "_fastbpe.c", "/* */"),
+    for edited, comment in ((core / "files.py", "#"), (core / "bpe" / "_fastbpe.c", "/* */"),
                             (assets / "definitions" / "tokenizers.py", "#")):
         _append(edited, f"\n{comment} edited\n")
         assert version("datasets.py") != tokens, f"editing {edited.name} left the tokens' version unchanged"
@@ -149,7 +149,7 @@ def test_edited_accelerator_source_makes_the_tokenizer_assets_stale(graph_copy, 
         defs = build_defs("test", graph_copy.data)
         rematerialize(defs, instance, list(keys))
         assert statuses(defs, instance, *keys) == {key: FRESH for key in keys}
-        _append(core / "_fastbpe.c", "\n/* a changed accelerator */\n")
+        _append(core / "bpe" / "_fastbpe.c", "\n/* a changed accelerator */\n")
         defs = build_defs("test", graph_copy.data)
         found = statuses(defs, instance, *keys)
         causes = resolver(defs, instance).get_stale_causes(AssetKey("stories_tokens"))
