@@ -24,7 +24,8 @@ PYTHON_ID := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha1(sys.e
 STAMP_DIR ?= build/make-stamps
 SETUP_STAMP ?= $(STAMP_DIR)/setup-$(PYTHON_ID)
 TEST_STAMP ?= $(STAMP_DIR)/setup-test-$(PYTHON_ID)
-INSTALL_INPUTS := pyproject.toml setup.py cs336_core/_fastbpe.c
+# The C sources by wildcard: they move (cs336_core/bpe/ now), and a named file that is gone stops make.
+INSTALL_INPUTS := pyproject.toml setup.py $(wildcard cs336_core/*.c cs336_core/*/*.c)
 , := ,
 TORCH_PIP_ARGS = $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) )torch==$(TORCH_VERSION)
 TORCH_NOTE = $(if $(TORCH_INDEX),installing torch==$(TORCH_VERSION) from $(TORCH_INDEX),installing torch==$(TORCH_VERSION) from PyPI: on Linux x86_64 that is the CUDA build$(,) several GB. For the CPU-only build: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu)
