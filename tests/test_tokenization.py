@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -413,3 +414,119 @@ def test_parallel_training_finishes_under_a_host_sigterm_handler(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
+
+
+def test_cli_help_longest_token_and_byte_rates(tmp_path):
+    """`cs336-bpe` (here `python -m cs336_core.bpe`): every flag has help, --invalid-utf8 lists its
+    choices, train names its longest learned token readably, and bytes read show as B/s."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "cs336_core.bpe", *args], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "COLUMNS": "200"})
+        assert done.returncode == 0, done.stderr
+        return done
+
+    for command in ("train", "encode"):
+        helps: dict[str, str] = {}  # flag -> its help text (which argparse may start on the next line)
+        for line in cli(command, "--help").stdout.split("options:")[1].splitlines():
+            if line.startswith("  -"):
+                flag, _, text = line.strip().partition("  ")
+                flag = flag.split()[0].rstrip(",")
+                helps[flag] = text.strip()
+            elif line.strip():
+                helps[flag] = (helps[flag] + " " + line.strip()).strip()
+        assert {"--input", "--special-token", "--workers", "--invalid-utf8"} <= set(helps)
+        assert all(helps.values()), f"{command} flags without help: {[f for f, text in helps.items() if not text]}"
+        assert "'error'" in helps["--invalid-utf8"] and "'replace'" in helps["--invalid-utf8"]
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(("the cat sat on the mat\n" * 200 + "<|endoftext|>") * 20)
+    out = tmp_path / "tok"
+    train_run = cli("train", "--input", str(corpus), "--vocab-size", "300", "--special-token", "<|endoftext|>",
+                    "--out-dir", str(out), "--workers", "1")
+    vocab, _ = load_vocab_merges(out / "vocab.json", out / "merges.txt")
+    longest_id, longest = max(((i, t) for i, t in vocab.items() if t != b"<|endoftext|>"), key=lambda item: len(item[1]))
+    shown = longest.decode().replace(" ", "␣").replace("\n", "\\n")
+    assert f'longest learned token "{shown}" ({len(longest)} bytes, id {longest_id})' in train_run.stdout
+    assert "pretokenize" in train_run.stderr and "B/s" in train_run.stderr and "merges/s" in train_run.stderr
+    assert "it/s" not in train_run.stderr
+    encode_run = cli("encode", "--vocab", str(out / "vocab.json"), "--merges", str(out / "merges.txt"),
+                     "--special-token", "<|endoftext|>", "--input", str(corpus), "--output", str(tmp_path / "ids.npy"),
+                     "--workers", "1")
+    assert "B/s" in encode_run.stderr and "it/s" not in encode_run.stderr
+
+
+def test_docstring_examples_hold(tmp_path, monkeypatch):
+    """The worked examples in cs336_core.bpe's docstrings are doctests: they must stay true."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import cs336_core.bpe
+
+    monkeypatch.chdir(tmp_path)  # examples write small files
+    attempted = 0
+    for module_info in pkgutil.iter_modules(cs336_core.bpe.__path__):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"cs336_core.bpe.{module_info.name}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, f"{module.__name__}: {result.failed} of {result.attempted} examples failed"
+        attempted += result.attempted
+    assert attempted > 30
+
+
+def test_vocab_from_merges_rebuilds_the_trained_vocabulary(tmp_path):
+    from cs336_core.bpe import vocab_from_merges
+
+    path = tmp_path / "c.txt"
+    path.write_text(CORPORA["specials"] * 5 + CORPORA["unicode"])
+    for specials in (["<|endoftext|>"], ["<|endoftext|>", "<pad>"]):
+        vocab, merges = train_bpe(path, 320, specials, num_workers=1)
+        assert vocab_from_merges(merges, specials) == vocab
+    # Special tokens first, then the 256 bytes, then one token per merge, in order.
+    rebuilt = vocab_from_merges([(b"a", b"b"), (b"ab", b"c")], ["<s>"])
+    assert rebuilt == {0: b"<s>"} | {1 + b: bytes([b]) for b in range(256)} | {257: b"ab", 258: b"abc"}
+    # A merge of a token no earlier merge made (a merges.txt out of order, or from elsewhere).
+    assert vocab_from_merges([(b"ab", b"c"), (b"a", b"b")], []) is None
+    assert vocab_from_merges([(b"a", b"<s>")], []) is None
+    # A special token's bytes count as a known token, as they do in training's vocabulary.
+    assert vocab_from_merges([(b"a", b"<s>")], ["<s>"])[257] == b"a<s>"
+
+
+def test_the_old_module_name_offers_what_it_did(tmp_path):
+    import cs336_core
+    import cs336_core.bpe as bpe
+    from cs336_core import tokenization
+
+    for name in ("train_bpe", "Tokenizer", "encode_file", "save_vocab_merges", "load_vocab_merges", "bytes_to_unicode",
+                 "GPT2_PRETOKENIZE_PATTERN", "INVALID_UTF8_POLICIES", "Vocab", "Merges", "vocab_from_merges"):
+        assert getattr(tokenization, name) is getattr(bpe, name) is getattr(cs336_core, name, getattr(bpe, name))
+    assert (tokenization.CHUNK_BYTES, tokenization.MIN_CHUNK_BYTES) == (chunks.CHUNK_BYTES, chunks.MIN_CHUNK_BYTES)
+    assert tokenization.LONG_WORD_SYMBOLS == 64 and callable(tokenization.main)
+
+
+def test_gzip_is_recognised_by_its_bytes_not_its_name(tmp_path):
+    import numpy as np
+
+    from cs336_core.bpe import encode_file
+
+    text = CORPORA["specials"] * 20 + CORPORA["unicode"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text(text)
+    gzipped_txt = tmp_path / "packed.txt"  # gzip data under a plain-text name
+    gzipped_txt.write_bytes(gzip.compress(text.encode()))
+    plain_gz = tmp_path / "plain.gz"  # plain text under a gzip name
+    plain_gz.write_text(text)
+    expected = train_bpe(plain, 300, ["<|endoftext|>"], num_workers=1)
+    assert train_bpe(gzipped_txt, 300, ["<|endoftext|>"], num_workers=1) == expected
+    assert train_bpe(plain_gz, 300, ["<|endoftext|>"], num_workers=1) == expected
+    tokenizer = Tokenizer(*expected, ["<|endoftext|>"])
+    for source in (gzipped_txt, plain_gz):
+        stats = encode_file(tokenizer, source, tmp_path / "ids.npy", num_workers=1)
+        assert np.load(tmp_path / "ids.npy").tolist() == tokenizer.encode(text)
+        assert stats["bytes"] == len(text.encode())
+    with pytest.raises(ValueError, match="input path is not a file"):
+        train_bpe(tmp_path, 300, [], num_workers=1)

@@ -336,3 +336,45 @@ def test_encode_file_errors_leave_existing_output_intact(tmp_path, small_tokeniz
         encode_file(small_tokenizer, tmp_path / "missing.txt", out)
     assert np.load(out).tolist() == [0, 1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "ids.npy"]
+
+
+STALLED_ENCODE = """
+import sys, time
+from cs336_core.bpe import Tokenizer, chunks, encode_file
+chunks.CHUNK_BYTES = chunks.MIN_CHUNK_BYTES = 1 << 12  # many small chunks: the first is written early
+vocab, merges, source, output = sys.argv[1:]
+tokenizer = Tokenizer.from_files(vocab, merges, ["<|endoftext|>"])
+
+def stall(phase, done, total):  # called after each chunk is written: wait there to be killed
+    print("writing", flush=True)
+    time.sleep(300)
+
+encode_file(tokenizer, source, output, num_workers=1, progress=stall)
+"""
+
+
+def test_encode_file_removes_what_a_killed_encode_left(tmp_path, small_tokenizer):
+    import signal
+
+    small_tokenizer.save(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    source = tmp_path / "corpus.txt"
+    source.write_text(make_corpus(400), encoding="utf-8")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", STALLED_ENCODE, str(tmp_path / "vocab.json"),
+                              str(tmp_path / "merges.txt"), str(source), str(out_dir / "ids.npy")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "writing\n"  # mid-write: a first chunk is encoded and written
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        child.stdout.close()
+    [leftover] = out_dir.iterdir()
+    assert leftover.name.startswith(f".ids.npy.{child.pid}.") and leftover.name.endswith(".partial")
+    live = out_dir / f".ids.npy.{os.getpid()}.inprogress.partial"  # a writer that still runs: left alone
+    live.write_bytes(b"")
+    stats = encode_file(small_tokenizer, source, out_dir / "ids.npy", num_workers=1)
+    assert sorted(p.name for p in out_dir.iterdir()) == [live.name, "ids.npy"]
+    assert np.load(out_dir / "ids.npy").tolist() == small_tokenizer.encode(source.read_text(encoding="utf-8"))
+    assert stats["tokens"] == len(np.load(out_dir / "ids.npy"))

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir = Path(args.out_dir)
             save_vocab_merges(vocab, merges, out_dir / "vocab.json", out_dir / "merges.txt")
             print(f"trained {len(vocab)} tokens ({len(merges)} merges) in {time.perf_counter() - start:.1f}s; "
-                  f"longest token {longest_learned_token(vocab, args.special_token)}; "
+                  f"longest learned token {longest_learned_token(vocab, args.special_token)}; "
                   f"wrote {out_dir / 'vocab.json'} and {out_dir / 'merges.txt'}")
         else:
             tokenizer = Tokenizer.from_files(args.vocab, args.merges, args.special_token)
