@@ -41,7 +41,7 @@ EOT = "<|endoftext|>"
 
 
 def child_train_ours(args: dict) -> dict:
-    from cs336_core.tokenization import save_vocab_merges, train_bpe
+    from cs336_core.bpe import save_vocab_merges, train_bpe
 
     start = time.perf_counter()
     vocab, merges = train_bpe(args["corpus"], args["vocab_size"], [EOT], num_workers=args["workers"])
@@ -65,7 +65,7 @@ def child_train_hf(args: dict) -> dict:
 
 
 def _load_ours(args: dict):
-    from cs336_core.tokenization import Tokenizer
+    from cs336_core.bpe import Tokenizer
 
     return Tokenizer.from_files(Path(args["tok_dir"]) / "vocab.json", Path(args["tok_dir"]) / "merges.txt", [EOT])
 
@@ -89,7 +89,7 @@ def child_encode_ours(args: dict) -> dict:
 def child_encode_tiktoken(args: dict) -> dict:
     import tiktoken
 
-    from cs336_core.tokenization import GPT2_PRETOKENIZE_PATTERN
+    from cs336_core.bpe import GPT2_PRETOKENIZE_PATTERN
 
     ours = _load_ours(args)
     special_ids = set(ours.special_to_id.values())
@@ -100,7 +100,7 @@ def child_encode_tiktoken(args: dict) -> dict:
 
 
 def child_encode_file_ours(args: dict) -> dict:
-    from cs336_core.tokenization import encode_file
+    from cs336_core.bpe import encode_file
 
     tokenizer = _load_ours(args)
     stats = encode_file(tokenizer, args["corpus"], args["ids_out"], num_workers=args["workers"])

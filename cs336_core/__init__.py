@@ -1,7 +1,8 @@
 """cs336_core: Stanford CS336 assignment 1 written from scratch (no Dagster in here).
 
 Modules and packages, one per concept:
-  tokenization  byte-level BPE: train_bpe, Tokenizer, encode_file, on-disk format
+  bpe/          byte-level BPE: train_bpe, Tokenizer, encode_file, GPT-2's file format, the cs336-bpe CLI
+  tokenization  bpe's former name: re-exports it; `python -m cs336_core.tokenization` runs cs336-bpe
   model         Linear ... TransformerLM, ModelConfig (the typed, serialisable model shape)
   kernels       hand-written autograd kernels behind model (speed only; model reads without them)
   optim         cross_entropy (+ z-loss), AdamW, SGD, lr_cosine_schedule, clip_gradients, build_optimizer
@@ -24,9 +25,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "tokenization": [
+    "bpe": [
         "train_bpe", "Tokenizer", "encode_file", "save_vocab_merges", "load_vocab_merges",
-        "GPT2_PRETOKENIZE_PATTERN",
+        "GPT2_PRETOKENIZE_PATTERN", "vocab_from_merges",
     ],
     "model": [
         "Linear", "Embedding", "RMSNorm", "SwiGLU", "SiLUFeedForward", "silu", "softmax",

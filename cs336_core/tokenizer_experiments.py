@@ -14,19 +14,19 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from cs336_core import tokenization
+from cs336_core import bpe
 from cs336_core.corpora.documents import iter_documents, sample_documents
 from cs336_core.files import PathLike
 
 
-def bytes_per_token(tokenizer: tokenization.Tokenizer, documents: list[str]) -> tuple[int, int]:
+def bytes_per_token(tokenizer: bpe.Tokenizer, documents: list[str]) -> tuple[int, int]:
     """(bytes, tokens) of encoding `documents`; their ratio is the compression ratio."""
     n_bytes = sum(len(d.encode("utf-8")) for d in documents)
     n_tokens = sum(len(tokenizer.encode(d)) for d in documents)
     return n_bytes, n_tokens
 
 
-def throughput(tokenizer: tokenization.Tokenizer, text: str) -> float:
+def throughput(tokenizer: bpe.Tokenizer, text: str) -> float:
     """Bytes per second of encoding `text` in this process."""
     start = time.perf_counter()
     tokenizer.encode(text)
@@ -54,14 +54,14 @@ def large_sample(paths: Sequence[PathLike], n_bytes: int) -> tuple[list[str], li
     return documents, sources
 
 
-def _timed_bytes_per_token(tokenizer: tokenization.Tokenizer, documents: list[str]) -> tuple[int, int, float]:
+def _timed_bytes_per_token(tokenizer: bpe.Tokenizer, documents: list[str]) -> tuple[int, int, float]:
     """(bytes, tokens, bytes per second) of encoding `documents` one by one, timed cold (first encode)."""
     start = time.perf_counter()
     n_bytes, n_tokens = bytes_per_token(tokenizer, documents)
     return n_bytes, n_tokens, n_bytes / max(time.perf_counter() - start, 1e-9)
 
 
-def compare_tokenizers(tokenizers: Mapping[str, tokenization.Tokenizer], texts: Mapping[str, PathLike], *,
+def compare_tokenizers(tokenizers: Mapping[str, bpe.Tokenizer], texts: Mapping[str, PathLike], *,
                        documents: int, throughput_bytes: int, pile_bytes: int, seed: int = 0,
                        more_texts: Mapping[str, Sequence[PathLike]] | None = None,
                        log: Callable[[str], None] | None = None) -> dict[tuple[str, str], dict]:

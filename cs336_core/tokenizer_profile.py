@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from cs336_core import reporting, tokenization
+from cs336_core import bpe, reporting
 from cs336_core.files import PathLike
 from cs336_core.progress import PhaseTimer, ProgressFn
 
@@ -22,9 +22,9 @@ def train_tokenizer(train_path: PathLike, vocab_size: int, special_tokens: list[
     start = time.perf_counter()
     phases = PhaseTimer(then=progress)
     with PeakMemory() as memory:
-        vocab, merges = tokenization.train_bpe(train_path, vocab_size, special_tokens, progress=phases)
+        vocab, merges = bpe.train_bpe(train_path, vocab_size, special_tokens, progress=phases)
     seconds = time.perf_counter() - start
-    tokenization.save_vocab_merges(vocab, merges, vocab_path, merges_path)
+    bpe.save_vocab_merges(vocab, merges, vocab_path, merges_path)
     specials = {token.encode("utf-8") for token in special_tokens}
     return {"vocab_size": len(vocab), "merges": len(merges), "training_seconds": round(seconds, 2),
             "phase_seconds": {phase: round(t, 2) for phase, t in phases.seconds.items()},
