@@ -106,7 +106,8 @@ GPU_CHECK_OUT ?= bench/results/gpu_check
 gpu-check: setup
 	$(PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
-# The `cpu` preset's shapes on the benchmark corpus (tokenizers, encodings, training steps): ~15 min on 2 cores.
+# The `cpu` preset's shapes on the benchmark corpus (tokenizers, encodings, training steps); its
+# duration with the defaults is in bench/cpu_rehearsal.py --help and docs/benchmarks.md.
 REHEARSAL_OUT ?= bench/results/cpu_rehearsal
 bench-rehearsal: setup
 	nice $(PYTHON) bench/cpu_rehearsal.py --corpus $(CORPUS) --out $(REHEARSAL_OUT) $(REHEARSAL_ARGS)
