@@ -289,3 +289,21 @@ def test_readme_block(index, tmp_path, request):
         if not ran:
             pytest.skip("; ".join(skipped))
         print("not run:", *skipped, sep="\n  ")
+
+
+def test_every_sh_block_needs_the_network_or_the_users_own_files():
+    """```sh blocks are the README's examples that cannot run here as written: downloads (the network)
+    and runs on the user's own TinyStories/OpenWebText copies or the leaderboard's H100 run (tested on
+    small local files in test_own_corpora.py and test_leaderboard_assets.py). Anything else belongs in
+    a ```bash block, which the tests above run."""
+    blocks = re.findall(r"^[ \t]*```sh\n(.*?)^[ \t]*```", README.read_text(encoding="utf-8"), re.M | re.S)
+    assert blocks, "the README's own-data section has its examples in ```sh blocks"
+    for block in blocks:
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if not words:
+                continue
+            text = " ".join(words)
+            needs_outside = (words[0] == "wget" or "CS336_STORIES_" in text or "CS336_WEB_" in text
+                             or "CS336_PRESET=leaderboard" in text or "CS336_PRESET=cpu" in text)
+            assert needs_outside, f"{line!r} needs neither the network nor the user's files: put it in a bash block"
