@@ -7,26 +7,22 @@ import shutil
 import pytest
 
 from conftest import dagster_env
-from webui import chromium_page, dagster_dev, open_asset_graph
+from webui import chromium_page, dagster_dev, open_asset_graph, open_plot_dialog
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def plot_in_dialog(page, server, asset: str) -> dict:
-    """Open `asset`'s "plot" metadata in the Markdown dialog; the image's natural and shown size, and
+    """Open `asset`'s "plot" metadata in the Markdown dialog; the image's natural and shown width, and
     whether the dialog's body scrolls sideways (a plot wider than the dialog is cut there)."""
-    page.goto(f"{server.url}/assets/{asset}", wait_until="domcontentloaded", timeout=120_000)
-    row = page.locator("tr", has=page.get_by_text("plot", exact=True))
-    row.get_by_text("Show Markdown").first.click(timeout=120_000)
-    image = page.locator(".bp5-dialog img[src^='data:image/png']").first
-    image.wait_for(timeout=60_000)
-    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=30_000)
+    dialog = open_plot_dialog(page, server, asset)
     # Layout sizes (offsetWidth), not the bounding box: the dialog opens with a scaling animation.
-    return page.evaluate("""img => {
-        const body = img.closest('.bp5-dialog').querySelector('.dagster-markdown').parentElement.parentElement;
-        return {natural: img.naturalWidth, height: img.naturalHeight, shown: img.offsetWidth,
-                body: body.clientWidth, scrolls: body.scrollWidth > body.clientWidth};
-    }""", image.element_handle())
+    return dialog.evaluate("""dialog => {
+        const img = dialog.querySelector("img[src^='data:image/png']");
+        const body = dialog.querySelector('.dagster-markdown').parentElement.parentElement;
+        return {natural: img.naturalWidth, shown: img.offsetWidth, body: body.clientWidth,
+                scrolls: body.scrollWidth > body.clientWidth};
+    }""")
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (make chromium)")

@@ -162,31 +162,93 @@ def open_asset_graph(page, server: DagsterDev, expand_groups: bool = True) -> No
         page.wait_for_timeout(1500)
 
 
+def fit_graph(page, names: list[str], margin: int = 30, top: int = 100) -> None:
+    """Zoom the asset graph so the nodes named `names` just fit the window below its header (`top`
+    px), and centre them: zoom out by the graph's button until all are drawn and inside, then in by
+    small ctrl+wheel steps while they still fit."""
+    view = page.viewport_size
+
+    def extent():
+        found = [page.get_by_text(name, exact=True) for name in names]
+        boxes = [node.first.bounding_box() if node.count() else None for node in found]
+        if not all(boxes):
+            return None
+        return (min(b["x"] for b in boxes), min(b["y"] for b in boxes),
+                max(b["x"] + b["width"] for b in boxes), max(b["y"] + b["height"] for b in boxes))
+
+    def fits(box) -> bool:
+        return box is not None and box[2] - box[0] < view["width"] - 2 * margin and \
+            box[3] - box[1] < view["height"] - top - 2 * margin
+
+    def centre(box) -> None:
+        dx = view["width"] / 2 - (box[0] + box[2]) / 2
+        dy = (view["height"] + top) / 2 - (box[1] + box[3]) / 2
+        start = (view["width"] * 0.5, top + 10)
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(start[0] + dx, start[1] + dy, steps=15)
+        page.mouse.up()
+        page.wait_for_timeout(800)
+
+    zoom_out = page.locator("button", has=page.locator('[aria-label="zoom_out"]')).first
+    for _ in range(8):
+        page.wait_for_timeout(600)
+        if fits(extent()):
+            break
+        zoom_out.click()
+    centre(extent())
+    page.keyboard.down("Control")
+    for _ in range(20):  # finer steps in, undone when the graph no longer fits
+        page.mouse.move(view["width"] / 2, (view["height"] + top) / 2)
+        page.mouse.wheel(0, -40)
+        page.wait_for_timeout(400)
+        box = extent()
+        if not fits(box):
+            page.mouse.wheel(0, 40)
+            page.wait_for_timeout(400)
+            break
+        centre(box)
+    page.keyboard.up("Control")
+    centre(extent())
+    page.wait_for_timeout(1000)
+
+
+def open_plot_dialog(page, server: DagsterDev, asset: str):
+    """`asset`'s "plot" metadata in the UI's Markdown dialog, once its image is drawn; returns the dialog."""
+    page.goto(f"{server.url}/assets/{asset}", wait_until="domcontentloaded", timeout=120_000)
+    row = page.locator("tr", has=page.get_by_text("plot", exact=True))
+    row.get_by_text("Show Markdown").first.click(timeout=120_000)
+    dialog = page.locator(".bp5-dialog").first
+    image = dialog.locator("img[src^='data:image/png']").first
+    image.wait_for(timeout=60_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=30_000)
+    page.wait_for_timeout(1000)  # the dialog's opening animation
+    return dialog
+
+
 def take_screenshots(out_dir: Path) -> list[Path]:
-    """Screenshots of the asset graph and of a loss-curve plot from the real UI (needs a materialized demo)."""
+    """Screenshots of the asset graph and of a loss-curve plot from the real UI (needs a materialized demo).
+
+    The plot is taken as the UI shows it at a 1280 px window (its Markdown dialog, about 1000 px
+    wide), so it stays legible at the README's width; the graph at 1600 px, zoomed to fit.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     ensure_dagster_home()
     graph_png, curves_png = out_dir / "asset_graph.png", out_dir / "loss_curves.png"
-    with dagster_dev() as server, chromium_page(1800, 1100) as page:
-        open_asset_graph(page, server)
-        page.get_by_text("Hide navigation").click()
-        page.locator("button").nth(5).click()  # collapse the group tree beside the graph
-        for _ in range(3):  # zoom out (the button at the bottom of the zoom slider), then centre
-            page.mouse.click(1772, 951)
-            page.wait_for_timeout(400)
-        page.mouse.move(1500, 300)
-        page.mouse.down()
-        page.mouse.move(1620, 360, steps=10)
-        page.mouse.up()
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(graph_png))
-
-        page.set_viewport_size({"width": 2200, "height": 1300})  # room for the whole plot in the dialog
-        page.goto(f"{server.url}/assets/lr_sweep_curves", wait_until="domcontentloaded", timeout=120_000)
-        page.get_by_text("Show Markdown").first.click(timeout=120_000)
-        page.locator("img[src^='data:image/png']").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(curves_png))
+    with dagster_dev() as server:
+        with chromium_page(1280, 1000) as page:
+            open_asset_graph(page, server, expand_groups=False)
+            page.keyboard.press("Alt+e")  # expand every group (nodes out of view are not drawn: no wait on one)
+            page.wait_for_timeout(2000)
+            page.get_by_text("Hide navigation").click()
+            # Collapse the group tree beside the graph: more room for the graph.
+            page.locator("button", has=page.locator('[aria-label="panel_show_right"]')).last.click()
+            # Every asset whose name the graph shows whole (long names are shortened with an ellipsis).
+            names = server.graphql("{ assetNodes { assetKey { path } } }")["assetNodes"]
+            fit_graph(page, [n["assetKey"]["path"][-1] for n in names if len(n["assetKey"]["path"][-1]) <= 18])
+            page.screenshot(path=str(graph_png))
+        with chromium_page(1280, 900) as page:
+            open_plot_dialog(page, server, "lr_sweep_curves").screenshot(path=str(curves_png))
     return [graph_png, curves_png]
 
 
