@@ -118,7 +118,7 @@ def plot_loss_curves(table: pd.DataFrame, out_png: PathLike, *, title: str, targ
         slow, fast = min(medians, key=medians.get), max(medians, key=medians.get)
         by_time.text(0.98, 0.97, f"throughput differs by {spread:.0%}\n({slow} {medians[slow]:,.0f} vs "
                                  f"{fast} {medians[fast]:,.0f} tok/s):\non a shared machine this panel\n"
-                                 "compares load, not the method",
+                                 "is about load as much as the method",
                      transform=by_time.transAxes, ha="right", va="top", fontsize="small",
                      bbox={"boxstyle": "round", "facecolor": "#fff3cd", "edgecolor": "#c9a227"})
     style = [Line2D([], [], color="grey", linewidth=1.6, label="train (smoothed)"),

@@ -98,9 +98,10 @@ def learning_rate_markdown(curves: Mapping, run_lr: float | None) -> str:
                         "handout's folklore says.")
         elif steps_below is not None:
             text.append(f"The best rate is {steps_below} grid step{'s' * (steps_below > 1)} "
-                        f"({edge['lr'] / top['lr']:.3g}x) below the largest stable rate: near the edge, not on "
-                        f"it. The rates between still train, but more slowly or noisily, so the best rate is "
-                        f"the largest one that is comfortably stable rather than the very edge.")
+                        f"({edge['lr'] / top['lr']:.3g}x) below the largest stable rate, whose run trained but "
+                        f"ended {edge['final_val_loss'] - top['final_val_loss']:+.3f} worse: near the edge of "
+                        f"stability, not on it, since close to the edge the steps are large enough to keep the "
+                        f"loss bouncing within a short budget.")
     if found["best_at_grid_top"]:
         text.append("The best rate is the largest in the grid, so a larger one may be better still.")
     if found["best_at_grid_bottom"]:
