@@ -33,34 +33,10 @@ SUMMARY_COLUMNS = ("variant", "status", "steps", "tokens", "final_val_loss", "be
 
 
 def read_metrics(path: PathLike) -> pd.DataFrame:
-    """One row per logged step of a run's metrics.jsonl, sorted by step.
+    """One row per logged step of a run's metrics.jsonl (see cs336_core.training.metrics.read_metrics)."""
+    from cs336_core.training.metrics import read_metrics as read  # here, so that importing reporting needs no torch
 
-    A torn last line (a run killed mid-write) is ignored; a step logged twice (a resumed run)
-    keeps its last record. Null losses (training writes non-finite values as null) become NaN.
-    Every metric training writes (`METRIC_FIELDS`) is a column, NaN where a record lacks it.
-    """
-    from cs336_core.training.metrics import METRIC_FIELDS  # here, so that importing reporting needs no torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"metrics file not found: {path}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number != len(lines):
-                raise ValueError(f"{path}, line {number} is not JSON: {line[:80]!r}") from None
-    frame = pd.DataFrame.from_records(records)
-    for column in METRIC_FIELDS:
-        if column not in frame:
-            frame[column] = math.nan
-    frame = frame.astype({c: "float64" for c in METRIC_FIELDS if c != "step"})
-    if len(frame):
-        frame["step"] = frame["step"].astype("int64")
-        frame = frame.drop_duplicates("step", keep="last").sort_values("step")
-    return frame.reset_index(drop=True)
+    return read(path)
 
 
 def _run_status(metrics_path: Path) -> str | None:

@@ -12,7 +12,7 @@ from cs336_assets.definitions.tokenizers import load_tokenizer
 from cs336_assets.presets import Preset
 from cs336_assets.resources import DataPaths
 from cs336_assets.versioning import code_version, output_data_version
-from cs336_core import tokenization
+from cs336_core import bpe
 from cs336_core.data import load_tokens
 
 GROUP = "datasets"
@@ -36,7 +36,7 @@ def tokens_asset(preset: Preset, role: str) -> AssetsDefinition:
         for split in SPLITS:
             out = paths.tokens_path(role, split)
             context.log.info(f"encoding {role}/{split} -> {out}")
-            stats = tokenization.encode_file(tokenizer, paths.corpus_dir(role) / f"{split}.txt", out,
+            stats = bpe.encode_file(tokenizer, paths.corpus_dir(role) / f"{split}.txt", out,
                                              progress=progress_logger(context))
             ids = load_tokens(out)
             metadata.update({

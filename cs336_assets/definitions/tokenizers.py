@@ -12,7 +12,8 @@ from cs336_assets.definitions.common import knobs_metadata, progress_logger
 from cs336_assets.presets import Preset
 from cs336_assets.resources import DataPaths
 from cs336_assets.versioning import code_version, output_data_version
-from cs336_core import reporting, tokenization
+from cs336_core import bpe, reporting
+from cs336_core.bpe import vocab_from_merges
 from cs336_core.files import atomic_write_json
 from cs336_core.tokenizer_profile import train_tokenizer
 
@@ -22,9 +23,9 @@ REPRO_SLICE_BYTES = 256_000
 REPRO_EXTRA_MERGES = 200
 
 
-def load_tokenizer(paths: DataPaths, preset: Preset, role: str) -> tokenization.Tokenizer:
+def load_tokenizer(paths: DataPaths, preset: Preset, role: str) -> bpe.Tokenizer:
     """The role's trained tokenizer, from the files the tokenizer asset wrote."""
-    return tokenization.Tokenizer.from_files(*paths.tokenizer_files(role), list(preset.tokenizers[role].special_tokens))
+    return bpe.Tokenizer.from_files(*paths.tokenizer_files(role), list(preset.tokenizers[role].special_tokens))
 
 
 def tokenizer_asset(preset: Preset, role: str) -> AssetsDefinition:
@@ -72,7 +73,10 @@ def tokenizer_checks(preset: Preset, role: str) -> list[AssetChecksDefinition]:
     @asset_check(asset=key, name="vocab_size",
                  description="The saved vocabulary has exactly the configured number of entries.")
     def vocab_size(context: AssetCheckExecutionContext, paths: DataPaths) -> AssetCheckResult:
-        vocab, merges = tokenization.load_vocab_merges(*paths.tokenizer_files(role))
+        try:
+            vocab, merges = bpe.load_vocab_merges(*paths.tokenizer_files(role), list(spec.special_tokens))
+        except ValueError as error:  # files that do not load are a failed check, not a crashed run
+            return AssetCheckResult(passed=False, metadata={"error": str(error)})
         return AssetCheckResult(passed=len(vocab) == spec.vocab_size, metadata={
             "vocab_size": len(vocab), "configured": spec.vocab_size, "merges": len(merges)})
 
@@ -82,18 +86,21 @@ def tokenizer_checks(preset: Preset, role: str) -> list[AssetChecksDefinition]:
                              "with 2 workers; and the saved files reload to the same vocab and merges.")
     def merges_reproducible(context: AssetCheckExecutionContext, paths: DataPaths) -> AssetCheckResult:
         specials = list(spec.special_tokens)
-        vocab, merges = tokenization.load_vocab_merges(*paths.tokenizer_files(role))
+        try:
+            vocab, merges = bpe.load_vocab_merges(*paths.tokenizer_files(role), specials)
+        except ValueError as error:  # vocab and merges that disagree fail the check with the loader's reason
+            return AssetCheckResult(passed=False, metadata={"error": str(error)})
         with tempfile.TemporaryDirectory() as tmp:
             # The saved format must round-trip exactly.
-            tokenization.save_vocab_merges(vocab, merges, Path(tmp) / "v.json", Path(tmp) / "m.txt")
-            reloaded = tokenization.load_vocab_merges(Path(tmp) / "v.json", Path(tmp) / "m.txt")
+            bpe.save_vocab_merges(vocab, merges, Path(tmp) / "v.json", Path(tmp) / "m.txt")
+            reloaded = bpe.load_vocab_merges(Path(tmp) / "v.json", Path(tmp) / "m.txt")
             slice_path = Path(tmp) / "slice.txt"
             with open(paths.corpus_dir(role) / "train.txt", "rb") as f:
                 head = f.read(REPRO_SLICE_BYTES)
             slice_path.write_bytes(head.decode("utf-8", errors="ignore").encode("utf-8"))
             small_vocab = min(spec.vocab_size, 256 + len(specials) + REPRO_EXTRA_MERGES)
-            serial = tokenization.train_bpe(slice_path, small_vocab, specials, num_workers=1)
-            parallel = tokenization.train_bpe(slice_path, small_vocab, specials, num_workers=2)
+            serial = bpe.train_bpe(slice_path, small_vocab, specials, num_workers=1)
+            parallel = bpe.train_bpe(slice_path, small_vocab, specials, num_workers=2)
         round_trip = reloaded == (vocab, merges)
         deterministic = serial == parallel
         rebuilds = vocab_from_merges(merges, specials) == vocab
@@ -102,18 +109,3 @@ def tokenizer_checks(preset: Preset, role: str) -> list[AssetChecksDefinition]:
             "serial_equals_parallel": deterministic, "slice_bytes": len(head), "slice_vocab_size": small_vocab})
 
     return [vocab_size, merges_reproducible]
-
-
-def vocab_from_merges(merges: list[tuple[bytes, bytes]], special_tokens: list[str]) -> dict[int, bytes] | None:
-    """The vocabulary BPE training builds with `merges`: special tokens, the 256 bytes, then one
-    token per merge in order; None if a merge joins a token that no earlier merge made.
-    (It restates train_bpe's id order, so it belongs beside train_bpe in cs336_core's BPE code.)"""
-    vocab = {i: token.encode("utf-8") for i, token in enumerate(special_tokens)}
-    vocab |= {len(vocab) + byte: bytes([byte]) for byte in range(256)}
-    known = set(vocab.values())
-    for a, b in merges:
-        if a not in known or b not in known:
-            return None
-        vocab[len(vocab)] = a + b
-        known.add(a + b)
-    return vocab

@@ -40,11 +40,10 @@ from cs336_assets.definitions.common import knobs_metadata, progress_logger
 from cs336_assets.presets import Preset, RunKnobs, Variant, ablation_variants, batch_size_variants, lr_variants
 from cs336_assets.resources import DataPaths
 from cs336_assets.versioning import code_version, output_data_version
-from cs336_core import reporting
 from cs336_core.progress import round_floats
 from cs336_core.training import (LauncherWatch, RunLock, TrainConfig, TrainResult, resume_or_archive, torch_threads,
                                  train)
-from cs336_core.training.metrics import throttled
+from cs336_core.training.metrics import read_metrics, throttled
 
 GROUP = "training"
 # sweep asset -> (its partitions as partition key -> Variant, description)
@@ -171,7 +170,7 @@ def run_training(context: AssetExecutionContext, preset: Preset, run_name: str, 
                            f"{result.message}")
     context.log.info(f"{run_name}: {result.status} after {result.steps} steps, val loss "
                      f"{_finite_or_none(result.final_val_loss)}")
-    metrics = reporting.read_metrics(result.metrics_path)
+    metrics = read_metrics(result.metrics_path)
     run_knobs = {name: value for name, value in config.to_dict().items() if name != "model"}
     metadata = {
         "final_val_loss": _finite_or_none(result.final_val_loss),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 # The keys of every metrics.jsonl line (val_loss is null on steps without an evaluation; mfu is
@@ -131,3 +134,36 @@ def throttled(callback: MetricsCallback, interval: float,
             callback(record)
 
     return observe
+
+
+def read_metrics(path: str | os.PathLike) -> "pd.DataFrame":
+    """One row per logged step of a run's metrics.jsonl, sorted by step.
+
+    A torn last line (a run killed mid-write) is ignored; a step logged twice (a resumed run)
+    keeps its last record. Null losses (training writes non-finite values as null) become NaN.
+    Every metric training writes (`METRIC_FIELDS`) is a column, NaN where a record lacks it.
+    It lives here, beside the metrics it reads, rather than in cs336_core.reporting, so that the
+    training asset reading its run's metrics does not depend (and go stale) on the plotting code.
+    """
+    import pandas as pd  # here: training itself never needs pandas, only readers of finished runs do
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {path}")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise ValueError(f"{path}, line {number} is not JSON: {line[:80]!r}") from None
+    frame = pd.DataFrame.from_records(records)
+    for column in METRIC_FIELDS:
+        if column not in frame:
+            frame[column] = math.nan
+    frame = frame.astype({c: "float64" for c in METRIC_FIELDS if c != "step"})
+    if len(frame):
+        frame["step"] = frame["step"].astype("int64")
+        frame = frame.drop_duplicates("step", keep="last").sort_values("step")
+    return frame.reset_index(drop=True)
