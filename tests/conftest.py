@@ -77,3 +77,14 @@ def graph_copy(tiny_graph, tmp_path) -> Graph:
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 300, cwd: Path = REPO_ROOT):
     return subprocess.run([sys.executable, "-m", *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and the subprocesses the training tests start use one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,7 +18,9 @@ from cs336_core.training import throughput
 from cs336_core.training.loop import _Run
 from cs336_core.training.throughput import RunMFU, flops_per_token, peak_flops, precision, table_peak
 from test_training import read_metrics
-from test_training_trust import TINY_MODEL, make_config, one_thread, token_files  # noqa: F401  (fixtures)
+from test_training_trust import TINY_MODEL, make_config, token_files  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # A float printed with more digits than a person reads: what user-facing output must never show.
 LONG_FLOAT = re.compile(r"\d\.\d{7,}")

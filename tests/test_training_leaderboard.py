@@ -16,12 +16,7 @@ LEADERBOARD_MODEL = dict(vocab_size=32, context_length=16, d_model=32, num_layer
                          ffn="relu2", qk_norm=True, zero_init_output=True, logit_softcap=15.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -19,16 +19,22 @@ MAIN_RUNS = "main_runs"  # the file name of the main runs' curves
 X_AXIS = {keys.BATCH_SIZE_SWEEP: "tokens"}
 
 
-def _curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
-                  runs: dict[str, tuple[AssetKey, str | None]], x: str = "step") -> AssetsDefinition:
-    """The curves `name` of `runs`: variant -> (training asset, partition), in plot order."""
+_PRESET_TARGET = object()  # the preset's target val loss, unless a curve says otherwise
+
+
+def curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
+                 runs: dict[str, tuple[AssetKey, str | None]], x: str = "step",
+                 target: float | None | object = _PRESET_TARGET) -> AssetsDefinition:
+    """The curves `name` of `runs`: variant -> (training asset, partition), in plot order, with a
+    dashed line at `target` (the preset's target val loss by default; None draws none)."""
+    target = preset.target_val_loss if target is _PRESET_TARGET else target
 
     @asset(
         key=key,
         group_name=GROUP,
         deps=list(dict.fromkeys(asset for asset, _ in runs.values())),
         kinds={"pandas"},
-        code_version=code_version(__file__, config={"variants": list(runs), "target": preset.target_val_loss, "x": x}),
+        code_version=code_version(__file__, config={"variants": list(runs), "target": target, "x": x}),
         description=f"{title}: table of step, tokens, wall-clock, train and val loss per variant, and a PNG plot "
                     f"(smoothed train loss with the validation points, against {x}s and wall-clock).",
     )
@@ -42,8 +48,8 @@ def _curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
             raise FileNotFoundError(f"no trained runs for {name} under {paths.path('runs')}; "
                                     "materialize the runs (every partition you want plotted) first")
         files, summary = reporting.write_loss_curves(trained, paths.path("curves"), name, title=title,
-                                                     target=preset.target_val_loss, x=x)
-        knobs = {"variants": list(trained), "target": preset.target_val_loss, "x": x}
+                                                     target=target, x=x)
+        knobs = {"variants": list(trained), "target": target, "x": x}
         return MaterializeResult(
             # Key results first: what a reader looks for before the knobs.
             metadata={**reporting.curves_headline(summary), "missing_variants": str(missing),
@@ -59,10 +65,10 @@ def _curves_asset(preset: Preset, key: AssetKey, name: str, title: str,
 
 def curves_assets(preset: Preset, sweeps: list[AssetsDefinition]) -> list[AssetsDefinition]:
     """The curves of each of `sweeps` (one variant per partition), then of the main runs side by side."""
-    assets = [_curves_asset(preset, keys.CURVES[sweep.key], sweep.key.to_user_string(), TITLES[sweep.key],
+    assets = [curves_asset(preset, keys.CURVES[sweep.key], sweep.key.to_user_string(), TITLES[sweep.key],
                             {key: (sweep.key, key) for key in sweep.partitions_def.get_partition_keys()},
                             x=X_AXIS.get(sweep.key, "step"))
               for sweep in sweeps]
-    assets.append(_curves_asset(preset, keys.MAIN_RUNS_CURVES, MAIN_RUNS, "Main runs",
+    assets.append(curves_asset(preset, keys.MAIN_RUNS_CURVES, MAIN_RUNS, "Main runs",
                                 {role: (keys.BY_ROLE[role].main_run, None) for role in keys.ROLES}))
     return assets

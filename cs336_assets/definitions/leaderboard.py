@@ -17,15 +17,12 @@ preset's wall-clock budget (status "budget", which its `converged` check counts 
 like the sweeps' curves (no target line: the leaderboard has no bar, the lowest loss wins).
 """
 
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue
 
 from cs336_assets import keys
 from cs336_assets.definitions import curves, training
-from cs336_assets.definitions.common import knobs_metadata
 from cs336_assets.presets import Preset, leaderboard_variants
 from cs336_assets.resources import DataPaths
-from cs336_assets.versioning import code_version, output_data_version
-from cs336_core import reporting
 from cs336_core.files import atomic_write_json, atomic_write_text
 from cs336_core.training import TrainConfig, TrainResult
 from cs336_core.training.submission import hardware, leaderboard_submission, submission_markdown
@@ -64,38 +61,10 @@ def leaderboard_asset(preset: Preset) -> AssetsDefinition:
 
 
 def leaderboard_curves_asset(preset: Preset, leaderboard: AssetsDefinition) -> AssetsDefinition:
-    """The curves of each of `leaderboard`'s partitions that has trained."""
-    variants = leaderboard.partitions_def.get_partition_keys()
-
-    @asset(
-        key=keys.CURVES[keys.LEADERBOARD],
-        group_name=curves.GROUP,
-        deps=[keys.LEADERBOARD],
-        kinds={"pandas"},
-        code_version=code_version(__file__, config={"variants": variants, "seconds": preset.leaderboard.seconds}),
-        description=f"{TITLE}: val loss against steps and wall-clock (PNG), the table behind it and a JSON summary.",
-    )
-    def leaderboard_curves(context: AssetExecutionContext, paths: DataPaths) -> MaterializeResult:
-        run_dirs = {variant: paths.run_dir(keys.LEADERBOARD, variant) for variant in variants}
-        trained = {variant: run_dir for variant, run_dir in run_dirs.items() if (run_dir / "metrics.jsonl").exists()}
-        missing = sorted(set(variants) - set(trained))
-        if missing:
-            context.log.warning(f"{NAME}: no run yet for {missing}; plotting the {len(trained)} that exist")
-        if not trained:
-            raise FileNotFoundError(f"no leaderboard runs under {paths.run_dir(keys.LEADERBOARD)}; materialize the "
-                                    f"{NAME} asset's partitions first")
-        files, summary = reporting.write_loss_curves(trained, paths.path("curves"), NAME, title=TITLE)
-        knobs = {"variants": list(trained), "seconds": preset.leaderboard.seconds}
-        return MaterializeResult(
-            metadata={"summary": MetadataValue.md(reporting.markdown_table(summary)),
-                      "plot": MetadataValue.md(reporting.png_markdown(files["png"], alt=TITLE)),
-                      "missing_variants": str(missing), "variants": len(trained),
-                      "table_path": MetadataValue.path(str(files["csv"])),
-                      "plot_path": MetadataValue.path(str(files["png"])),
-                      **knobs_metadata(preset, **knobs)},
-            data_version=output_data_version(knobs, *files.values()))
-
-    return leaderboard_curves
+    """The curves of each of `leaderboard`'s partitions that has trained (no target line: the
+    leaderboard has no bar, the lowest loss wins)."""
+    runs = {variant: (keys.LEADERBOARD, variant) for variant in leaderboard.partitions_def.get_partition_keys()}
+    return curves.curves_asset(preset, keys.CURVES[keys.LEADERBOARD], NAME, TITLE, runs, target=None)
 
 
 def leaderboard_assets(preset: Preset) -> list[AssetsDefinition]:
