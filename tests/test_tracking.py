@@ -11,7 +11,9 @@ from cs336_core.model import ModelConfig
 from cs336_core.training import RESUME_MAY_CHANGE, TrackingUnavailable, TrainConfig, train
 from cs336_core.training import main as train_main
 from test_training import read_metrics
-from test_training_trust import TINY_MODEL, make_config, one_thread, token_files  # noqa: F401  (fixtures)
+from test_training_trust import TINY_MODEL, make_config, token_files  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Twenty steps, logged every 5, evaluated every 10, checkpointed every 10.
 SHORT = dict(max_steps=20, eval_every=10, eval_batches=1)
