@@ -1,7 +1,7 @@
 """Materialize the asset graph of one preset into the project's Dagster instance: what is missing or
 stale only, stage by stage, then a one-screen summary.
 
-    python -m cs336_assets.demo                 # demo preset, <repo>/data: ~5-8 minutes on 2 CPU cores
+    python -m cs336_assets.demo                 # demo preset, <repo>/data: about 4.5 minutes on 2 CPU cores
     python -m cs336_assets.demo                 # again: seconds, nothing changed so nothing runs
     python -m cs336_assets.demo --force         # redo everything
     python -m cs336_assets.demo --verbose       # also Dagster's DEBUG events (step starts, outputs, ...)
