@@ -3,6 +3,7 @@ values; a tracker that is not installed is a clear error before training starts.
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,10 @@ def test_an_offline_wandb_run_holds_the_metrics_and_a_resume_continues_it(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=crash_at(15))
     run_id = (tmp_path / "run" / "wandb_run_id").read_text()
+    # W&B names an offline session's directory by the wall-clock second it started in: a second session
+    # of the same run within that second would write into the first's file (seen as a flaky failure).
+    started = time.time()
+    time.sleep(max(0.0, 1.05 - (started - int(started))))
     train(config)
     assert (tmp_path / "run" / "wandb_run_id").read_text() == run_id  # the same W&B run, continued
 
