@@ -117,15 +117,11 @@ CHILDREN = {
 # The parent: run children, sample their process tree's memory, tabulate medians
 
 
-def run_child(task: str, args: dict, env: dict | None = None) -> dict:
-    import resource
-
+def communicate_with_peak_rss(process: subprocess.Popen) -> tuple[str, int]:
+    """`process.communicate()`'s stdout, and the peak RSS of its process tree sampled every 20 ms
+    (workers it forks included; the child's own ru_maxrss would miss them)."""
     import psutil
 
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-
-    process = subprocess.Popen([sys.executable, __file__, "--child", task, json.dumps(args)], stdout=subprocess.PIPE,
-                               text=True, env={**os.environ, **(env or {})}, cwd=REPO)
     peak = 0
     watched = psutil.Process(process.pid)
 
@@ -143,6 +139,17 @@ def run_child(task: str, args: dict, env: dict | None = None) -> dict:
     sampler.start()
     stdout, _ = process.communicate()
     sampler.join()
+    return stdout, peak
+
+
+def run_child(task: str, args: dict, env: dict | None = None) -> dict:
+    import resource
+
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    process = subprocess.Popen([sys.executable, __file__, "--child", task, json.dumps(args)], stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, **(env or {})}, cwd=REPO)
+    stdout, peak = communicate_with_peak_rss(process)
     if process.returncode != 0:
         raise SystemExit(f"{task} failed with exit code {process.returncode}")
     result = json.loads(stdout.strip().splitlines()[-1])

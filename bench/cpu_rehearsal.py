@@ -36,7 +36,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -197,29 +196,14 @@ STAGES = {"split": stage_split, "bpe": stage_bpe, "encode": stage_encode, "train
 
 def run_stage(kind: str, label: str, args: dict) -> dict:
     """Run one stage in a child process; its result plus wall s, CPU s and peak RSS of its process tree."""
-    import psutil
+    from bench_tokenizer import communicate_with_peak_rss  # bench/ is the script's own directory
 
     load_before = os.getloadavg()[0]
     times_before = os.times()
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, __file__, "--stage", kind, json.dumps(args)], stdout=subprocess.PIPE,
                                text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    watched, peak = psutil.Process(process.pid), 0
-
-    def sample() -> None:
-        nonlocal peak
-        while process.poll() is None:
-            try:
-                tree = [watched, *watched.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = process.communicate()
-    sampler.join()
+    stdout, peak = communicate_with_peak_rss(process)
     wall = time.perf_counter() - start
     times_after = os.times()
     if process.returncode != 0:
