@@ -6,4 +6,8 @@ pure-Python path (set CS336_PURE_PYTHON=1 to force that path even when the exten
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("cs336_core.bpe._fastbpe", ["cs336_core/bpe/_fastbpe.c"], optional=True)])
+HEADERS = ["cs336_core/bpe/_bpe_scan.h", "cs336_core/bpe/_unicode_classes.h"]
+setup(ext_modules=[
+    Extension("cs336_core.bpe._fastbpe", ["cs336_core/bpe/_fastbpe.c"], depends=HEADERS, optional=True),
+    Extension("cs336_core.bpe._fasttrain", ["cs336_core/bpe/_fasttrain.c"], depends=HEADERS, optional=True),
+])

@@ -1,15 +1,22 @@
 """The first phase of BPE training: how often each pre-token occurs in a corpus, counted in parallel.
 
-The file is read in safe-cut chunks (`chunks`); each worker process splits its chunk on the special
-tokens, pre-tokenizes the rest with GPT-2's regex and returns the counts of its unique pre-tokens,
-which this process adds up.
+The file is read in safe-cut chunks (`chunks`). Each chunk is split on the special tokens and the
+rest pre-tokenized with GPT-2's pattern and counted:
+
+  * with the C accelerator (`_fasttrain`), by worker threads, each into its own C table, without
+    the GIL (`count_pretokens_native`); this thread reads ahead and the tables are added up last;
+  * otherwise by worker processes running the `regex` module (`_count_chunk`), whose per-chunk
+    counts this process adds up: the reference.
 """
 
 from __future__ import annotations
 
 import collections
+import queue
+import threading
 from pathlib import Path
 
+from cs336_core.bpe.accelerator import FASTTRAIN
 from cs336_core.bpe.chunks import chunk_size, iter_chunks, open_corpus
 from cs336_core.bpe.parallel import map_in_order
 from cs336_core.bpe.pretokenize import decode_utf8, max_special_bytes, pretokens, special_pattern
@@ -25,6 +32,8 @@ def count_pretokens(path: Path, special_tokens: list[str], num_workers: int, inv
     >>> count_pretokens(Path("corpus.txt"), ["<|endoftext|>"], num_workers=1)
     Counter({b' low': 2, b'low': 1, b' lower': 1})
     """
+    if FASTTRAIN is not None:
+        return collections.Counter(count_pretokens_native(path, special_tokens, num_workers, invalid_utf8, progress).to_dict())
     stream, total_bytes = open_corpus(path)
     word_counts: collections.Counter[bytes] = collections.Counter()
     done_bytes = 0
@@ -70,3 +79,80 @@ def _count_chunk(job: tuple[int, bytes]) -> tuple[int, dict[bytes, int]]:
     for segment in segments:
         counts.update(pretokens(segment))
     return len(chunk), {word.encode("utf-8"): count for word, count in counts.items()}
+
+
+def count_pretokens_native(path: Path, special_tokens: list[str], num_workers: int, invalid_utf8: str = "error",
+                           progress: ProgressFn | None = None):
+    """`count_pretokens` by the C accelerator, as a `_fasttrain.PretokenCounts` (what
+    `_fasttrain.train_merges` takes): `num_workers` threads count chunks without the GIL."""
+    specials = tuple(token.encode("utf-8") for token in special_tokens)
+    stream, total_bytes = open_corpus(path)
+    jobs: queue.Queue = queue.Queue(maxsize=num_workers)  # read ahead one chunk per worker
+    finished: queue.Queue = queue.Queue()  # a chunk's length, or the exception it raised
+    stop = threading.Event()
+    tables = [FASTTRAIN.PretokenCounts() for _ in range(num_workers)]
+
+    def work(table) -> None:
+        while (job := jobs.get()) is not None:
+            if stop.is_set():
+                continue
+            try:
+                _count_chunk_native(table, job, specials, invalid_utf8, str(path))
+                finished.put(len(job[1]))
+            except BaseException as error:  # noqa: BLE001  (handed to the reading thread)
+                stop.set()
+                finished.put(error)
+
+    def collect(block: bool) -> None:
+        nonlocal done_bytes
+        while True:
+            try:
+                result = finished.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            if isinstance(result, BaseException):
+                raise result
+            done_bytes += result
+            if progress is not None:
+                progress("pretokenize", done_bytes, total_bytes)
+
+    threads = [threading.Thread(target=work, args=(table,), name=f"bpe-count-{i}", daemon=True)
+               for i, table in enumerate(tables)]
+    for thread in threads:
+        thread.start()
+    done_bytes = 0
+    try:
+        with stream:
+            for job in iter_chunks(stream, special_pattern(special_tokens, as_bytes=True), max_special_bytes(special_tokens),
+                                   chunk_size(total_bytes, num_workers)):
+                jobs.put(job)
+                collect(block=False)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for _ in threads:
+            jobs.put(None)
+        for thread in threads:
+            thread.join()
+    collect(block=False)  # every worker has finished: what remains is all there
+    if done_bytes == 0:
+        raise ValueError(f"input file is empty: {path}")
+    counts = tables[0]
+    for table in tables[1:]:
+        counts.update(table)
+    return counts
+
+
+def _count_chunk_native(table, job: tuple[int, bytes], specials: tuple[bytes, ...], invalid_utf8: str, source: str) -> None:
+    offset, chunk = job
+    valid = table.count(chunk, specials)
+    if valid == len(chunk):
+        return
+    # Not UTF-8: the reference decoding raises its error naming the file offset, or gives the
+    # U+FFFD text that the pure path counts.
+    text = decode_utf8(chunk, offset, invalid_utf8, source)
+    repaired = text.encode("utf-8")
+    if table.count(repaired, specials) != len(repaired):
+        raise RuntimeError(f"{source}: the C and Python UTF-8 decoders disagree near byte {offset + valid}")

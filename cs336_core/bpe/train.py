@@ -10,6 +10,9 @@ The merge loop (`merge_pretoken_counts`) updates pair counts incrementally, thro
 pair -> words and a lazily-invalidated heap, so a merge costs time in the words it touches, not in
 the corpus. Words longer than `long_words.LONG_WORD_SYMBOLS` bytes merge through a linked list of
 their symbols (`long_words`), so that no input makes training quadratic.
+
+This code is the reference. With the C accelerator built (`accelerator.FASTTRAIN`), `train_bpe`
+counts in threads and merges in `_fasttrain.c`, with the same results (tests/test_fasttrain.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import heapq
 import os
 
 from cs336_core.bpe import long_words
-from cs336_core.bpe.counting import count_pretokens
+from cs336_core.bpe.accelerator import FASTTRAIN
+from cs336_core.bpe.counting import count_pretokens, count_pretokens_native
 from cs336_core.bpe.parallel import file_job_arguments
 from cs336_core.bpe.pretokenize import validate_special_tokens
 from cs336_core.bpe.vocab import Merges, Vocab, initial_vocab
@@ -47,10 +51,32 @@ def train_bpe(input_path: str | os.PathLike, vocab_size: int, special_tokens: li
     if vocab_size < 256 + len(specials):
         raise ValueError(f"vocab_size {vocab_size} is below 256 bytes + {len(specials)} special tokens = {256 + len(specials)}")
     path, workers = file_job_arguments(input_path, num_workers, invalid_utf8)
-    word_counts = count_pretokens(path, specials, workers, invalid_utf8, progress)
     vocab = initial_vocab(specials)
+    if FASTTRAIN is not None:
+        counts = count_pretokens_native(path, specials, workers, invalid_utf8, progress)
+        return vocab, merge_native(counts, vocab, vocab_size - len(vocab), progress)
+    word_counts = count_pretokens(path, specials, workers, invalid_utf8, progress)
     merges = merge_pretoken_counts(word_counts, vocab, vocab_size - len(vocab), progress)
     return vocab, merges
+
+
+def merge_native(counts, vocab: Vocab, num_merges: int, progress: ProgressFn | None = None) -> Merges:
+    """`merge_pretoken_counts` by the C accelerator, over a `_fasttrain.PretokenCounts` (emptied)."""
+    byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress("merge", done, num_merges)
+
+    pairs = FASTTRAIN.train_merges(counts, [byte_id[b] for b in range(256)], [vocab[i] for i in range(len(vocab))],
+                                   num_merges, report)
+    merges: Merges = []
+    for a, b in pairs:
+        vocab[len(vocab)] = vocab[a] + vocab[b]
+        merges.append((vocab[a], vocab[b]))
+    if progress is not None:  # finished, possibly early because no pair was left
+        progress("merge", len(merges), len(merges))
+    return merges
 
 
 def merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merges: int,

@@ -1,0 +1,194 @@
+/* GPT-2's pre-tokenization over UTF-8 bytes, shared by the C encoder and the C trainer.
+ *
+ * The pattern, from cs336_core/bpe/pretokenize.py:
+ *     '(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * is matched by hand: at a pre-token start, the alternatives are tried in order, and each is a run
+ * of one character class (letter, number, whitespace, other), optionally after one space. The
+ * classes come from _unicode_classes.h, generated from the `regex` module that runs the pattern in
+ * the pure-Python path, and checked against it over every code point (tests/test_fastbpe_native.py).
+ *
+ * Everything here expects valid UTF-8 (utf8_valid_length checks it first, as Python's strict
+ * decoder does), and the text between two special tokens (special_find splits on those).
+ */
+#ifndef CS336_BPE_SCAN_H
+#define CS336_BPE_SCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_unicode_classes.h"
+
+enum { CLS_OTHER = 0, CLS_LETTER = 1, CLS_DIGIT = 2, CLS_SPACE = 3 };
+
+static unsigned char scan_ascii_class[128];
+
+static void scan_init(void) {
+    for (int c = 0; c < 128; c++)
+        scan_ascii_class[c] = unicode_class_blocks[unicode_class_stage1[0]][c];
+}
+
+static inline unsigned code_point_class(uint32_t cp) {
+    if (cp > 0x10FFFF) return CLS_OTHER;
+    return unicode_class_blocks[unicode_class_stage1[cp / UNICODE_CLASSES_BLOCK]][cp % UNICODE_CLASSES_BLOCK];
+}
+
+/* The class of the character at s[p] (valid UTF-8, p < n); *len gets its length in bytes. */
+static inline unsigned class_at(const uint8_t *s, size_t p, size_t *len) {
+    const uint8_t c = s[p];
+    if (c < 0x80) {
+        *len = 1;
+        return scan_ascii_class[c];
+    }
+    uint32_t cp;
+    if (c < 0xE0) {
+        cp = (uint32_t)(c & 0x1F) << 6 | (s[p + 1] & 0x3F);
+        *len = 2;
+    } else if (c < 0xF0) {
+        cp = (uint32_t)(c & 0x0F) << 12 | (uint32_t)(s[p + 1] & 0x3F) << 6 | (s[p + 2] & 0x3F);
+        *len = 3;
+    } else {
+        cp = (uint32_t)(c & 0x07) << 18 | (uint32_t)(s[p + 1] & 0x3F) << 12 | (uint32_t)(s[p + 2] & 0x3F) << 6 |
+             (s[p + 3] & 0x3F);
+        *len = 4;
+    }
+    return code_point_class(cp);
+}
+
+/* The end of the pre-token that starts at s[p] (p < n) in valid UTF-8 text s[0..n). */
+static inline size_t pretoken_end(const uint8_t *s, size_t n, size_t p) {
+    const uint8_t c = s[p];
+    if (c == '\'' && p + 1 < n) {  /* '(?:[sdmt]|ll|ve|re): literal, so it wins before any class */
+        const uint8_t c1 = s[p + 1];
+        if (c1 == 's' || c1 == 'd' || c1 == 'm' || c1 == 't') return p + 2;
+        if (p + 2 < n) {
+            const uint8_t c2 = s[p + 2];
+            if ((c1 == 'l' && c2 == 'l') || (c1 == 'v' && c2 == 'e') || (c1 == 'r' && c2 == 'e')) return p + 3;
+        }
+    }
+    size_t len;
+    unsigned cls = class_at(s, p, &len);
+    size_t q = p + len;
+    if (c == ' ' && q < n) {  /* ` ?X+`: a space leads the run of letters, numbers or others after it */
+        size_t len1;
+        const unsigned cls1 = class_at(s, q, &len1);
+        if (cls1 != CLS_SPACE) {
+            cls = cls1;
+            q += len1;
+        }
+    }
+    if (cls != CLS_SPACE) {
+        while (q < n) {
+            const uint8_t d = s[q];
+            if (d < 0x80) {  /* the common case: one table lookup a byte */
+                if (scan_ascii_class[d] != cls) break;
+                q++;
+            } else {
+                if (class_at(s, q, &len) != cls) break;
+                q += len;
+            }
+        }
+        return q;
+    }
+    /* Whitespace: `\s+(?!\S)` ends the run one character early when a non-space follows, so that
+       character's pre-token can take the last space; a single whitespace character is `\s+`. */
+    size_t last = p;  /* where the run's last character starts */
+    while (q < n) {
+        if (class_at(s, q, &len) != CLS_SPACE) break;
+        last = q;
+        q += len;
+    }
+    if (q == n) return q;
+    return last > p ? last : q;
+}
+
+/* The length of the longest prefix of s[0..n) that is valid UTF-8 by Python's strict decoder
+   (no overlong forms, no surrogates, nothing above U+10FFFF): n when all of it is. */
+static size_t utf8_valid_length(const uint8_t *s, size_t n) {
+    size_t p = 0;
+    while (p < n) {
+        /* Eight ASCII bytes at a time. */
+        while (p + 8 <= n) {
+            uint64_t word;
+            memcpy(&word, s + p, 8);
+            if (word & 0x8080808080808080ULL) break;
+            p += 8;
+        }
+        if (p >= n) break;
+        const uint8_t c = s[p];
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t need;
+        uint8_t lo = 0x80, hi = 0xBF;  /* the allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0) lo = 0xA0;       /* overlong */
+            else if (c == 0xED) hi = 0x9F;  /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0) lo = 0x90;       /* overlong */
+            else if (c == 0xF4) hi = 0x8F;  /* above U+10FFFF */
+        } else return p;
+        if (p + need >= n) return p;  /* truncated */
+        if (s[p + 1] < lo || s[p + 1] > hi) return p;
+        for (size_t k = 2; k <= need; k++)
+            if ((s[p + k] & 0xC0) != 0x80) return p;
+        p += need + 1;
+    }
+    return n;
+}
+
+/* The special tokens, as UTF-8 byte strings, and where each occurs next. */
+typedef struct {
+    size_t count;
+    const uint8_t **bytes;
+    size_t *lengths;
+    size_t *next;   /* the next occurrence at or after the last search start; SIZE_MAX: none left,
+                       SPECIAL_UNKNOWN: not searched yet */
+} Specials;
+
+static const uint8_t *find_bytes(const uint8_t *hay, size_t n, const uint8_t *needle, size_t m) {
+    if (m == 0 || m > n) return NULL;
+    const uint8_t first = needle[0];
+    const uint8_t *end = hay + n - m + 1;
+    for (const uint8_t *p = hay; p < end;) {
+        p = memchr(p, first, (size_t)(end - p));
+        if (p == NULL) return NULL;
+        if (memcmp(p, needle, m) == 0) return p;
+        p++;
+    }
+    return NULL;
+}
+
+#define SPECIAL_UNKNOWN (SIZE_MAX - 1)
+
+/* Reset before scanning a new text. */
+static void specials_reset(Specials *sp) {
+    for (size_t i = 0; i < sp->count; i++) sp->next[i] = SPECIAL_UNKNOWN;
+}
+
+/* The first special token at or after `from` in s[0..n), as regex's alternation of the tokens
+   longest first finds it: the leftmost start, and there the longest token. Returns its start
+   (n when none) and sets *len. `from` must not decrease between calls after specials_reset. */
+static size_t special_find(Specials *sp, const uint8_t *s, size_t n, size_t from, size_t *len) {
+    size_t best = n, best_len = 0;
+    for (size_t i = 0; i < sp->count; i++) {
+        if (sp->next[i] == SIZE_MAX) continue;
+        if (sp->next[i] == SPECIAL_UNKNOWN || sp->next[i] < from) {
+            const uint8_t *hit = find_bytes(s + from, n - from, sp->bytes[i], sp->lengths[i]);
+            sp->next[i] = hit == NULL ? SIZE_MAX : (size_t)(hit - s);
+            if (hit == NULL) continue;
+        }
+        if (sp->next[i] < best || (sp->next[i] == best && sp->lengths[i] > best_len)) {
+            best = sp->next[i];
+            best_len = sp->lengths[i];
+        }
+    }
+    *len = best_len;
+    return best;
+}
+
+#endif
