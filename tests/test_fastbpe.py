@@ -114,8 +114,8 @@ def test_c_merger_equals_python_bpe(fast, pure, text):
 
 
 def test_many_distinct_short_pretokens_twice(fast, pure, tiktoken_gpt2):
-    # 17,576 three-letter words (more than the C table of recent pre-tokens has slots, so many share
-    # a slot), in two orders: the second pass is served from that table and must still be exact.
+    # 17,576 three-letter words (many collide in the C cache's hash slots) in two orders: the second
+    # pass is served from the cache and must still be exact.
     rng = random.Random(3)
     words = ["".join(letters) for letters in itertools.product(string.ascii_lowercase, repeat=3)]
     shuffled = words[:]
@@ -124,13 +124,20 @@ def test_many_distinct_short_pretokens_twice(fast, pure, tiktoken_gpt2):
         assert_parity(fast, pure, tiktoken_gpt2, text)
 
 
-def test_cache_filled_by_c_equals_python_bpe(pure, tiktoken_gpt2):
+@pytest.mark.parametrize("cache_limit", [1, 3, 1 << 20])
+def test_c_cache_hits_and_resets_equal_python_bpe(pure, tiktoken_gpt2, cache_limit):
+    # The C cache serves repeated pre-tokens (up to and beyond 16 bytes, where its keys switch from
+    # two words to a byte comparison) and is emptied at its limit: every encoding stays exact.
     tokenizer = gpt2_tokenizer(accelerated=True)
-    text = "Tokenizers cache every pre-token: aaaa abab ababab 1212 ...!!! don't \n\n  x é"
-    tokenizer.encode(text)
-    assert len(tokenizer._pretoken_cache) > 10
-    for pretoken, ids in tokenizer._pretoken_cache.items():
-        assert ids == pure._bpe(pretoken), pretoken
+    tokenizer._merger = fastbpe.Merger(tokenizer._byte_ids, tokenizer._merge_ranks, tokenizer._merged_id_of_rank,
+                                       [(EOT.encode(), tokenizer.special_to_id[EOT])], cache_limit=cache_limit)
+    words = ["Tokenizers", " cache", " every", " pre", "-token", ": aaaa", " abab", " ababab", " 1212", " ...!!!",
+             " don't", " \n\n ", " x", " é", " sixteen-bytes-xy", " seventeen-bytes-xyz", " " + "long" * 20, "日本語"]
+    text = "".join(words * 3) + EOT + "".join(reversed(words))
+    ids = tokenizer.encode(text)
+    assert ids == pure.encode(text) == tiktoken_gpt2.encode(text, allowed_special="all")
+    assert 0 < tokenizer._merger.cache_size <= cache_limit
+    assert tokenizer.encode(text) == ids  # the second pass: all from the cache (or its refills)
 
 
 def test_encode_iterable_accelerated_equals_pure(fast, pure):
@@ -195,9 +202,9 @@ def test_missing_extension_falls_back_to_pure_python():
         "import sys; sys.modules['cs336_core.bpe._fastbpe'] = None\n"
         "from cs336_core.bpe import Tokenizer, accelerator\n"
         "t = Tokenizer({b: bytes([b]) for b in range(256)}, [])\n"
-        "print(accelerator.FASTBPE is None, t._merger is None, t.encode('h\u00e9 x'))\n"
+        "print(accelerator.FASTBPE is None, accelerator.FASTTRAIN is None, t._merger is None, t.encode('h\u00e9 x'))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     expected_ids = list("h\u00e9 x".encode("utf-8"))
-    assert result.stdout == f"True True {expected_ids}\n"
+    assert result.stdout == f"True True True {expected_ids}\n"

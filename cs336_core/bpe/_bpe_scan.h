@@ -191,4 +191,53 @@ static size_t special_find(Specials *sp, const uint8_t *s, size_t n, size_t from
     return best;
 }
 
+/* The first bytes (< 8) of p, zero-padded, in a few loads and never past p[m - 1]. */
+static inline uint64_t load_partial(const uint8_t *p, size_t m) {
+    if (m >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + m - 4, 4);
+        return (uint64_t)lo | (uint64_t)hi << (8 * (m - 4));  /* the overlap holds equal bytes */
+    }
+    if (m == 0) return 0;
+    return (uint64_t)p[0] | (uint64_t)p[m / 2] << (8 * (m / 2)) | (uint64_t)p[m - 1] << (8 * (m - 1));
+}
+
+/* A pre-token as the tables of both modules key it: its first 16 bytes (zero-padded) as two words,
+   which decide equality alone for pre-tokens of 16 bytes or fewer, and a hash of all its bytes. */
+typedef struct {
+    uint64_t w0, w1, hash;
+} Key;
+
+static inline uint64_t mix64(uint64_t h) {
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ULL;
+    h ^= h >> 32;
+    return h;
+}
+
+static inline Key make_key(const uint8_t *s, size_t n) {
+    Key k;
+    if (n >= 16) {
+        memcpy(&k.w0, s, 8);
+        memcpy(&k.w1, s + 8, 8);
+    } else if (n >= 8) {
+        memcpy(&k.w0, s, 8);
+        k.w1 = load_partial(s + 8, n - 8);
+    } else {
+        k.w0 = load_partial(s, n);
+        k.w1 = 0;
+    }
+    uint64_t h = mix64(k.w0 * 0x9E3779B97F4A7C15ULL ^ k.w1 ^ ((uint64_t)n << 56));
+    h = mix64(h ^ k.w1 * 0xC2B2AE3D27D4EB4FULL);
+    for (size_t p = 16; p < n; p += 8) {  /* the rest of a long pre-token */
+        uint64_t w;
+        if (p + 8 <= n) memcpy(&w, s + p, 8);
+        else w = load_partial(s + p, n - p);
+        h = mix64((h ^ w) * 0xFF51AFD7ED558CCDULL);
+    }
+    k.hash = h;
+    return k;
+}
+
 #endif

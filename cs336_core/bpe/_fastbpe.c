@@ -1,112 +1,65 @@
-/* Optional accelerator for cs336_core.bpe.tokenizer.Tokenizer.encode (CPython C API, C99).
+/* Optional C accelerator of Tokenizer.encode (cs336_core/bpe/tokenizer.py is the reference).
  *
- * encode_plain(text, out, cache, merger, encode_from) appends to the list `out` the ids of
- * `text` (a str holding no special token), exactly as the pure-Python path does:
+ * A Merger holds a tokenizer's merge ranks, its special tokens and a cache of encoded pre-tokens.
+ * Merger.encode(text) does all of Tokenizer.encode in C, without the GIL: the text (as UTF-8) is
+ * split on the special tokens, the rest into GPT-2 pre-tokens (_bpe_scan.h, the pattern matched by
+ * hand with Unicode classes generated from the `regex` module), and each pre-token's ids come from
+ * the cache or from BPE (the algorithm of Tokenizer._bpe / _bpe_long; keep them in step). The ids
+ * become a list of shared int objects, or packed bytes for encode_file.
  *
- *   - it splits `text` into GPT-2 pre-tokens itself wherever the decision involves only ASCII
- *     characters, following the pattern
- *         '(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- *     with \p{L} = [A-Za-z], \p{N} = [0-9] and \s = [\t\n\v\f\r ] (their ASCII members);
- *   - each pre-token is looked up in a small table of recent pre-tokens kept by the Merger, then in
- *     the tokenizer's cache dict (str -> list of ids); a miss in both is
- *     encoded by `merger` (a Merger: the same merge loop as Tokenizer._bpe, over a C hash table of
- *     the merge ranks) and stored in the cache;
- *   - as soon as deciding a pre-token would need the class of a non-ASCII character (a letter? a
- *     digit? whitespace?), it hands over to encode_from(text, pos, out), the Python regex path,
- *     which encodes from `pos` (always a pre-token boundary) and returns where to resume (again a
- *     pre-token boundary, from the real regex).
- *
- * Every pre-token the C scanner emits is therefore the one the regex would match at that position
- * (the regex only looks forward, so matching from a boundary depends on nothing before it), and
- * everything else is done by the reference code.
+ * One Merger serves one thread at a time (its cache changes); encode_file gives each thread its own.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-enum { OTHER = 0, LETTER = 1, DIGIT = 2, SPACE = 3 };
-
-static unsigned char ascii_class[128];
-
-static void init_ascii_class(void) {
-    for (int c = 0; c < 128; c++) {
-        unsigned char cls = OTHER;
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) cls = LETTER;
-        else if (c >= '0' && c <= '9') cls = DIGIT;
-        else if (c == ' ' || (c >= '\t' && c <= '\r')) cls = SPACE;
-        ascii_class[c] = cls;
-    }
-}
-
-#define NEEDS_REGEX (-1)
-
-/* End of the pre-token starting at `p` (< n), or NEEDS_REGEX if that depends on a non-ASCII char. */
-static inline Py_ssize_t pretoken_end(int kind, const void *data, Py_ssize_t n, Py_ssize_t p) {
-    Py_UCS4 c = PyUnicode_READ(kind, data, p);
-    if (c >= 128) return NEEDS_REGEX;
-    if (c == '\'' && p + 1 < n) {  /* contractions: literal comparisons, any char may be read */
-        Py_UCS4 c1 = PyUnicode_READ(kind, data, p + 1);
-        if (c1 == 's' || c1 == 'd' || c1 == 'm' || c1 == 't') return p + 2;
-        if (p + 2 < n) {
-            Py_UCS4 c2 = PyUnicode_READ(kind, data, p + 2);
-            if ((c1 == 'l' && c2 == 'l') || (c1 == 'v' && c2 == 'e') || (c1 == 'r' && c2 == 'e')) return p + 3;
-        }
-    }
-    int cls = ascii_class[c];
-    Py_ssize_t run_start = p;
-    if (c == ' ' && p + 1 < n) {  /* ` ?X+`: a space takes the run of letters/digits/other after it */
-        Py_UCS4 c1 = PyUnicode_READ(kind, data, p + 1);
-        if (c1 >= 128) return NEEDS_REGEX;
-        if (ascii_class[c1] != SPACE) {
-            cls = ascii_class[c1];
-            run_start = p + 1;
-        }
-    }
-    Py_ssize_t q = run_start;
-    while (q < n) {
-        Py_UCS4 d = PyUnicode_READ(kind, data, q);
-        if (d >= 128) return NEEDS_REGEX;
-        if (ascii_class[d] != cls) break;
-        q++;
-    }
-    if (cls != SPACE || q == n) return q;
-    /* Whitespace followed by a non-space: `\s+(?!\S)` backs off one char so that char can lead
-       the next pre-token; a single whitespace char cannot back off and is taken by `\s+`. */
-    return q - p >= 2 ? q - 1 : q;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Merger: BPE of one pre-token, the algorithm of Tokenizer._bpe (keep the two in step):
- * repeatedly take the lowest merge rank among adjacent pairs; if that pair occurs more than once,
- * merge all its non-overlapping occurrences left to right, else merge the one occurrence.
- */
+#include "_bpe_scan.h"
 
 typedef struct {
     uint64_t key;       /* (left << 32 | right) + 1; 0 marks an empty slot */
     uint32_t rank;
 } RankSlot;
 
-/* A small direct-mapped table of recent pre-tokens in front of the cache dict: a hit costs a short
-   hash and compare of the characters in place, instead of making a str, hashing it and probing the
-   dict. Entries are (pre-token str, its ids list), both owned; ids never change for a pre-token. */
-#define RECENT_SLOTS 8192
-#define RECENT_MAX_LEN 24
+typedef struct {
+    Key key;
+    uint64_t key_offset;  /* of the pre-token's bytes in key_arena (used beyond 16 bytes) */
+    uint64_t ids_offset;  /* of its ids in id_arena */
+    uint32_t key_length;
+    uint32_t num_ids;
+    uint32_t first_id;
+} CacheEntry;
 
 typedef struct {
-    PyObject *pretoken;  /* an ASCII str, or NULL */
-    PyObject *ids;
-} RecentSlot;
+    uint32_t *items;
+    size_t size, capacity;
+} IdBuffer;
 
 typedef struct {
     PyObject_HEAD
-    RecentSlot *recent;
     uint32_t byte_ids[256];
     uint32_t *merged_id_of_rank;
     Py_ssize_t num_ranks;
     RankSlot *slots;
-    size_t mask;        /* table size - 1 (a power of two) */
+    size_t mask;        /* rank table size - 1 (a power of two) */
+    /* special tokens: owned copies of their bytes, and their ids */
+    Specials specials;
+    uint8_t *special_bytes;
+    uint32_t *special_ids;
+    /* an int object for every id, shared by the lists that encode returns */
+    PyObject **id_objects;
+    uint32_t num_id_objects;
+    /* the cache of encoded pre-tokens, emptied when it reaches cache_limit entries */
+    CacheEntry *entries;
+    size_t cache_size, cache_capacity, cache_limit;
+    uint32_t *cache_slots;  /* entry index + 1; 0: empty */
+    size_t cache_mask;
+    uint8_t *key_arena;
+    size_t key_size, key_capacity;
+    IdBuffer id_arena;
+    int busy;  /* an encode is running without the GIL */
 } MergerObject;
 
 static inline size_t slot_of(uint64_t key, size_t mask) {
@@ -133,115 +86,57 @@ static int read_u32(PyObject *obj, uint32_t *value, const char *what) {
     return 0;
 }
 
-static void clear_recent(MergerObject *self) {
-    if (self->recent == NULL) return;
-    for (size_t i = 0; i < RECENT_SLOTS; i++) {
-        Py_CLEAR(self->recent[i].pretoken);
-        Py_CLEAR(self->recent[i].ids);
-    }
-}
-
-static void Merger_dealloc(MergerObject *self) {
-    clear_recent(self);
-    PyMem_Free(self->recent);
-    PyMem_Free(self->slots);
-    PyMem_Free(self->merged_id_of_rank);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* Merger(byte_ids, merge_ranks, merged_id_of_rank): byte_ids is a sequence of 256 ids,
-   merge_ranks a dict (left id, right id) -> rank, merged_id_of_rank a sequence rank -> id. */
-static int Merger_init(MergerObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *byte_ids, *merge_ranks, *merged_ids;
-    static char *kwlist[] = {"byte_ids", "merge_ranks", "merged_id_of_rank", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O:Merger", kwlist, &byte_ids, &PyDict_Type, &merge_ranks, &merged_ids))
-        return -1;
-    PyObject *bytes_seq = PySequence_Fast(byte_ids, "byte_ids must be a sequence");
-    if (bytes_seq == NULL) return -1;
-    if (PySequence_Fast_GET_SIZE(bytes_seq) != 256) {
-        Py_DECREF(bytes_seq);
-        PyErr_SetString(PyExc_ValueError, "byte_ids must hold exactly 256 ids");
-        return -1;
-    }
-    for (int b = 0; b < 256; b++) {
-        if (read_u32(PySequence_Fast_GET_ITEM(bytes_seq, b), &self->byte_ids[b], "byte id") < 0) {
-            Py_DECREF(bytes_seq);
-            return -1;
-        }
-    }
-    Py_DECREF(bytes_seq);
-
-    PyObject *merged_seq = PySequence_Fast(merged_ids, "merged_id_of_rank must be a sequence");
-    if (merged_seq == NULL) return -1;
-    Py_ssize_t num_ranks = PySequence_Fast_GET_SIZE(merged_seq);
-    if (num_ranks >= UINT32_MAX) {
-        Py_DECREF(merged_seq);
-        PyErr_SetString(PyExc_ValueError, "too many merges");
-        return -1;
-    }
-    PyMem_Free(self->merged_id_of_rank);
-    self->merged_id_of_rank = PyMem_Malloc(sizeof(uint32_t) * (size_t)(num_ranks ? num_ranks : 1));
-    if (self->merged_id_of_rank == NULL) {
-        Py_DECREF(merged_seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    self->num_ranks = num_ranks;
-    for (Py_ssize_t r = 0; r < num_ranks; r++) {
-        if (read_u32(PySequence_Fast_GET_ITEM(merged_seq, r), &self->merged_id_of_rank[r], "merged id") < 0) {
-            Py_DECREF(merged_seq);
-            return -1;
-        }
-    }
-    Py_DECREF(merged_seq);
-
-    clear_recent(self);
-    if (self->recent == NULL && (self->recent = PyMem_Calloc(RECENT_SLOTS, sizeof(RecentSlot))) == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    size_t size = 16;
-    while (size < 2 * (size_t)PyDict_GET_SIZE(merge_ranks) + 1) size <<= 1;
-    PyMem_Free(self->slots);
-    self->slots = PyMem_Calloc(size, sizeof(RankSlot));
-    if (self->slots == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    self->mask = size - 1;
-    Py_ssize_t pos = 0;
-    PyObject *pair, *rank_obj;
-    while (PyDict_Next(merge_ranks, &pos, &pair, &rank_obj)) {
-        uint32_t a, b, rank;
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-            PyErr_SetString(PyExc_ValueError, "merge_ranks keys must be (left id, right id) tuples");
-            return -1;
-        }
-        if (read_u32(PyTuple_GET_ITEM(pair, 0), &a, "left id") < 0 || read_u32(PyTuple_GET_ITEM(pair, 1), &b, "right id") < 0 ||
-            read_u32(rank_obj, &rank, "rank") < 0)
-            return -1;
-        if ((Py_ssize_t)rank >= num_ranks) {
-            PyErr_Format(PyExc_ValueError, "rank %u has no merged id (%zd merges)", rank, num_ranks);
-            return -1;
-        }
-        uint64_t key = (((uint64_t)a << 32) | b) + 1;
-        size_t i = slot_of(key, self->mask);
-        while (self->slots[i].key != 0 && self->slots[i].key != key) i = (i + 1) & self->mask;
-        self->slots[i].key = key;
-        self->slots[i].rank = rank;
-    }
+static int ids_reserve(IdBuffer *buffer, size_t more) {
+    if (buffer->size + more <= buffer->capacity) return 0;
+    size_t capacity = buffer->capacity ? buffer->capacity * 2 : 1 << 12;
+    while (capacity < buffer->size + more) capacity *= 2;
+    uint32_t *items = realloc(buffer->items, sizeof(uint32_t) * capacity);
+    if (items == NULL) return -1;
+    buffer->items = items;
+    buffer->capacity = capacity;
     return 0;
 }
 
-static PyObject *list_of_ids(const uint32_t *ids, Py_ssize_t n) {
-    PyObject *result = PyList_New(n);
-    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
-        PyObject *id = PyLong_FromUnsignedLong(ids[i]);
-        if (id == NULL) Py_CLEAR(result);
-        else PyList_SET_ITEM(result, i, id);
-    }
-    return result;
+static void cache_free(MergerObject *m) {
+    free(m->entries);
+    free(m->cache_slots);
+    free(m->key_arena);
+    free(m->id_arena.items);
+    m->entries = NULL;
+    m->cache_slots = NULL;
+    m->key_arena = NULL;
+    m->id_arena = (IdBuffer){NULL, 0, 0};
+    m->cache_size = m->cache_capacity = m->cache_mask = m->key_size = m->key_capacity = 0;
 }
+
+static void merger_free_tables(MergerObject *m) {
+    cache_free(m);
+    for (uint32_t i = 0; i < m->num_id_objects; i++) Py_XDECREF(m->id_objects[i]);
+    PyMem_Free(m->id_objects);
+    PyMem_Free(m->slots);
+    PyMem_Free(m->merged_id_of_rank);
+    PyMem_Free(m->special_bytes);
+    PyMem_Free(m->special_ids);
+    PyMem_Free(m->specials.bytes);
+    PyMem_Free(m->specials.lengths);
+    PyMem_Free(m->specials.next);
+    m->id_objects = NULL;
+    m->num_id_objects = 0;
+    m->slots = NULL;
+    m->merged_id_of_rank = NULL;
+    m->special_bytes = NULL;
+    m->special_ids = NULL;
+    m->specials = (Specials){0, NULL, NULL, NULL};
+}
+
+static void Merger_dealloc(MergerObject *self) {
+    merger_free_tables(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * BPE of one pre-token (no GIL needed: plain malloc, errors returned as -1)
+ */
 
 /* A binary min-heap of uint64 entries `rank << 32 | position`: the lowest rank first, and for one
    rank the leftmost position first. */
@@ -253,7 +148,7 @@ typedef struct {
 static int heap_push(Heap *heap, uint64_t item) {
     if (heap->size == heap->capacity) {
         size_t capacity = heap->capacity * 2;
-        uint64_t *items = PyMem_Realloc(heap->items, sizeof(uint64_t) * capacity);
+        uint64_t *items = realloc(heap->items, sizeof(uint64_t) * capacity);
         if (items == NULL) return -1;
         heap->items = items;
         heap->capacity = capacity;
@@ -285,25 +180,20 @@ static void heap_pop(Heap *heap) {
 
 #define DEAD UINT32_MAX  /* the symbol of a position merged into its left neighbour */
 
-/* merger_bpe for a long pre-token, in O(n log n) instead of O(n) a merge step: Tokenizer._bpe_long
-   in C (keep them in step). The symbols are a linked list over their original positions; the heap
-   holds `rank << 32 | position` for each ranked pair as it appears, and an entry whose pair has
-   changed since is skipped. All entries of the lowest rank come off together and are merged in
-   position order, so the pairs those merges make wait for the next round. */
-static PyObject *merger_bpe_long(const MergerObject *m, const unsigned char *word, Py_ssize_t len) {
-    if ((uint64_t)len >= UINT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "pre-token of %zd bytes is too long (the limit is 4 GiB)", len);
-        return NULL;
-    }
+/* BPE of a long pre-token into out[] (room for len ids), in O(n log n) instead of O(n) a merge
+   step: Tokenizer._bpe_long in C. The symbols are a linked list over their original positions; the
+   heap holds `rank << 32 | position` for each ranked pair as it appears, and an entry whose pair
+   has changed since is skipped. All entries of the lowest rank come off together and are merged in
+   position order, so the pairs those merges make wait for the next round. Returns the number of
+   ids, or -1 when out of memory. */
+static Py_ssize_t bpe_long(const MergerObject *m, const uint8_t *word, size_t len, uint32_t *out) {
+    if ((uint64_t)len >= UINT32_MAX) return -1;
     const uint32_t n = (uint32_t)len, no_merge = (uint32_t)m->num_ranks;
-    PyObject *result = NULL;
-    uint32_t *symbols = PyMem_Malloc(sizeof(uint32_t) * n), *prev = PyMem_Malloc(sizeof(uint32_t) * n);
-    uint32_t *next = PyMem_Malloc(sizeof(uint32_t) * n), *positions = PyMem_Malloc(sizeof(uint32_t) * n);
-    Heap heap = {PyMem_Malloc(sizeof(uint64_t) * n), 0, n};
-    if (symbols == NULL || prev == NULL || next == NULL || positions == NULL || heap.items == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    Py_ssize_t result = -1;
+    uint32_t *symbols = malloc(sizeof(uint32_t) * n), *prev = malloc(sizeof(uint32_t) * n);
+    uint32_t *next = malloc(sizeof(uint32_t) * n), *positions = malloc(sizeof(uint32_t) * n);
+    Heap heap = {malloc(sizeof(uint64_t) * n), 0, n};
+    if (symbols == NULL || prev == NULL || next == NULL || positions == NULL || heap.items == NULL) goto done;
     for (uint32_t i = 0; i < n; i++) {
         symbols[i] = m->byte_ids[word[i]];
         prev[i] = i - 1;  /* DEAD (UINT32_MAX) for the first: no previous symbol */
@@ -311,7 +201,7 @@ static PyObject *merger_bpe_long(const MergerObject *m, const unsigned char *wor
     }
     for (uint32_t i = 0; i + 1 < n; i++) {
         uint32_t rank = pair_rank(m, symbols[i], symbols[i + 1], no_merge);
-        if (rank != no_merge && heap_push(&heap, (uint64_t)rank << 32 | i) < 0) goto no_memory;
+        if (rank != no_merge && heap_push(&heap, (uint64_t)rank << 32 | i) < 0) goto done;
     }
     while (heap.size > 0) {
         const uint32_t rank = (uint32_t)(heap.items[0] >> 32);
@@ -333,40 +223,37 @@ static PyObject *merger_bpe_long(const MergerObject *m, const unsigned char *wor
             if (k != n) {
                 prev[k] = i;
                 uint32_t right = pair_rank(m, merged, symbols[k], no_merge);
-                if (right != no_merge && heap_push(&heap, (uint64_t)right << 32 | i) < 0) goto no_memory;
+                if (right != no_merge && heap_push(&heap, (uint64_t)right << 32 | i) < 0) goto done;
             }
             const uint32_t h = prev[i];
             if (h != DEAD) {
                 uint32_t left = pair_rank(m, symbols[h], merged, no_merge);
-                if (left != no_merge && heap_push(&heap, (uint64_t)left << 32 | h) < 0) goto no_memory;
+                if (left != no_merge && heap_push(&heap, (uint64_t)left << 32 | h) < 0) goto done;
             }
         }
     }
-    uint32_t live = 0;  /* position 0 is never merged away: gather the survivors into `positions` */
-    for (uint32_t i = 0; i != n; i = next[i]) positions[live++] = symbols[i];
-    result = list_of_ids(positions, live);
-    goto done;
-no_memory:
-    PyErr_NoMemory();
+    result = 0;  /* position 0 is never merged away: walk the survivors */
+    for (uint32_t i = 0; i != n; i = next[i]) out[result++] = symbols[i];
 done:
-    PyMem_Free(symbols);
-    PyMem_Free(prev);
-    PyMem_Free(next);
-    PyMem_Free(positions);
-    PyMem_Free(heap.items);
+    free(symbols);
+    free(prev);
+    free(next);
+    free(positions);
+    free(heap.items);
     return result;
 }
 
-/* Pre-tokens longer than this many bytes take merger_bpe_long. */
+/* Pre-tokens longer than this many bytes take bpe_long. */
 #define LONG_PRETOKEN_BYTES 64
 
-/* The ids of the UTF-8 bytes `word[0..len)` after BPE, as a new list. */
-static PyObject *merger_bpe(const MergerObject *m, const unsigned char *word, Py_ssize_t len) {
-    if (len > LONG_PRETOKEN_BYTES) return merger_bpe_long(m, word, len);
-    uint32_t ids_local[64], ranks_local[64];
-    uint32_t *ids = ids_local, *ranks = ranks_local;
+/* BPE of the UTF-8 bytes word[0..len) into out[] (room for len ids): repeatedly the lowest merge
+   rank among adjacent pairs; if that pair occurs more than once, all its non-overlapping
+   occurrences left to right, else the one. Returns the number of ids, or -1 when out of memory. */
+static Py_ssize_t bpe(const MergerObject *m, const uint8_t *word, size_t len, uint32_t *out) {
+    if (len > LONG_PRETOKEN_BYTES) return bpe_long(m, word, len, out);
+    uint32_t ids[LONG_PRETOKEN_BYTES], ranks[LONG_PRETOKEN_BYTES];
     const uint32_t no_merge = (uint32_t)m->num_ranks;
-    Py_ssize_t n = len;
+    Py_ssize_t n = (Py_ssize_t)len;
     for (Py_ssize_t i = 0; i < n; i++) ids[i] = m->byte_ids[word[i]];
     for (Py_ssize_t i = 0; i + 1 < n; i++) ranks[i] = pair_rank(m, ids[i], ids[i + 1], no_merge);
     while (n > 1) {  /* ranks[i], i < n - 1: the rank of (ids[i], ids[i + 1]) */
@@ -405,14 +292,400 @@ static PyObject *merger_bpe(const MergerObject *m, const unsigned char *word, Py
         if (first > 0) ranks[first - 1] = pair_rank(m, ids[first - 1], merged, no_merge);
         if (first + 1 < n) ranks[first] = pair_rank(m, merged, ids[first + 1], no_merge);
     }
-    return list_of_ids(ids, n);
+    memcpy(out, ids, sizeof(uint32_t) * (size_t)n);
+    return n;
 }
 
-static PyObject *merger_bpe_str(const MergerObject *m, PyObject *pretoken) {
-    Py_ssize_t len;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(pretoken, &len);
-    if (utf8 == NULL) return NULL;
-    return merger_bpe(m, (const unsigned char *)utf8, len);
+/* ---------------------------------------------------------------------------------------------
+ * The cache and the encoding loop (no GIL)
+ */
+
+static int cache_reset(MergerObject *m) {
+    size_t slots = 1 << 16;
+    free(m->cache_slots);
+    m->cache_slots = calloc(slots, sizeof(uint32_t));
+    m->cache_mask = slots - 1;
+    m->cache_size = 0;
+    m->key_size = 0;
+    m->id_arena.size = 0;
+    if (m->entries == NULL) {
+        m->cache_capacity = 1 << 14;
+        m->entries = malloc(sizeof(CacheEntry) * m->cache_capacity);
+    }
+    return m->cache_slots != NULL && m->entries != NULL ? 0 : -1;
+}
+
+static int cache_grow_slots(MergerObject *m) {
+    size_t size = (m->cache_mask + 1) * 2;
+    uint32_t *slots = calloc(size, sizeof(uint32_t));
+    if (slots == NULL) return -1;
+    for (size_t e = 0; e < m->cache_size; e++) {
+        size_t i = (size_t)m->entries[e].key.hash & (size - 1);
+        while (slots[i] != 0) i = (i + 1) & (size - 1);
+        slots[i] = (uint32_t)(e + 1);
+    }
+    free(m->cache_slots);
+    m->cache_slots = slots;
+    m->cache_mask = size - 1;
+    return 0;
+}
+
+/* Append the ids of the pre-token s[0..n) to `out`, from the cache or by BPE (then cached). */
+static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, IdBuffer *out) {
+    const Key key = make_key(s, n);
+    size_t i = (size_t)key.hash & m->cache_mask;
+    for (;;) {
+        const uint32_t slot = m->cache_slots[i];
+        if (slot == 0) break;
+        const CacheEntry *e = &m->entries[slot - 1];
+        if (e->key.hash == key.hash && e->key_length == n && e->key.w0 == key.w0 && e->key.w1 == key.w1 &&
+            (n <= 16 || memcmp(m->key_arena + e->key_offset + 16, s + 16, n - 16) == 0)) {
+            if (ids_reserve(out, e->num_ids) < 0) return -1;
+            if (e->num_ids == 1) {
+                out->items[out->size++] = e->first_id;
+            } else {
+                memcpy(out->items + out->size, m->id_arena.items + e->ids_offset, sizeof(uint32_t) * e->num_ids);
+                out->size += e->num_ids;
+            }
+            return 0;
+        }
+        i = (i + 1) & m->cache_mask;
+    }
+    if (ids_reserve(out, n) < 0) return -1;
+    const Py_ssize_t num_ids = bpe(m, s, n, out->items + out->size);
+    if (num_ids < 0) return -1;
+    const uint32_t *ids = out->items + out->size;
+    out->size += (size_t)num_ids;
+    /* Cache it, unless it is too long to be worth keeping (a line of base64 would fill memory). */
+    if (n > 4096 || n >= UINT32_MAX) return 0;
+    if (m->cache_size >= m->cache_limit) {
+        if (cache_reset(m) < 0) return -1;
+        i = (size_t)key.hash & m->cache_mask;
+    }
+    if (m->cache_size == m->cache_capacity) {
+        CacheEntry *entries = realloc(m->entries, sizeof(CacheEntry) * m->cache_capacity * 2);
+        if (entries == NULL) return -1;
+        m->entries = entries;
+        m->cache_capacity *= 2;
+    }
+    if (m->key_size + n > m->key_capacity) {
+        size_t capacity = m->key_capacity ? m->key_capacity * 2 : 1 << 16;
+        while (capacity < m->key_size + n) capacity *= 2;
+        uint8_t *arena = realloc(m->key_arena, capacity);
+        if (arena == NULL) return -1;
+        m->key_arena = arena;
+        m->key_capacity = capacity;
+    }
+    const size_t ids_offset = m->id_arena.size;
+    if (ids_reserve(&m->id_arena, (size_t)num_ids) < 0) return -1;
+    ids = out->items + out->size - num_ids;
+    memcpy(m->id_arena.items + ids_offset, ids, sizeof(uint32_t) * (size_t)num_ids);
+    m->id_arena.size += (size_t)num_ids;
+    memcpy(m->key_arena + m->key_size, s, n);
+    m->entries[m->cache_size] = (CacheEntry){key, m->key_size, ids_offset, (uint32_t)n, (uint32_t)num_ids, ids[0]};
+    m->key_size += n;
+    m->cache_slots[i] = (uint32_t)(++m->cache_size);
+    if (2 * m->cache_size > m->cache_mask && cache_grow_slots(m) < 0) return -1;
+    return 0;
+}
+
+/* The ids of the valid UTF-8 text s[0..n), split on the special tokens when `with_specials`. */
+static int encode_utf8(MergerObject *m, const uint8_t *s, size_t n, int with_specials, IdBuffer *out) {
+    Specials *sp = &m->specials;
+    const int split = with_specials && sp->count > 0;
+    if (split) specials_reset(sp);
+    size_t pos = 0;
+    while (pos < n) {
+        size_t special_len = 0;
+        const size_t special_start = split ? special_find(sp, s, n, pos, &special_len) : n;
+        for (size_t p = pos; p < special_start;) {
+            const size_t end = pretoken_end(s, special_start, p);
+            if (encode_pretoken(m, s + p, end - p, out) < 0) return -1;
+            p = end;
+        }
+        if (special_start < n) {
+            size_t which = 0;
+            while (sp->lengths[which] != special_len || memcmp(sp->bytes[which], s + special_start, special_len) != 0) which++;
+            if (ids_reserve(out, 1) < 0) return -1;
+            out->items[out->size++] = m->special_ids[which];
+        }
+        pos = special_start + special_len;
+    }
+    return 0;
+}
+
+static int merger_claim(MergerObject *m) {
+    if (m->slots == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Merger was not initialised");
+        return -1;
+    }
+    if (m->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this Merger is in use by another thread; give each thread its own");
+        return -1;
+    }
+    if (m->cache_slots == NULL && cache_reset(m) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    m->busy = 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The Python type
+ */
+
+/* The special tokens from a sequence of (bytes, id); -1 with an exception set on failure. */
+static int merger_init_specials(MergerObject *self, PyObject *special_seq, uint32_t *max_id) {
+    const Py_ssize_t num_specials = PySequence_Fast_GET_SIZE(special_seq);
+    size_t special_total = 0;
+    for (Py_ssize_t i = 0; i < num_specials; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(special_seq, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(item, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0)) == 0) {
+            PyErr_SetString(PyExc_TypeError, "specials must be a sequence of (non-empty bytes, id)");
+            return -1;
+        }
+        special_total += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 0));
+    }
+    self->specials.count = (size_t)num_specials;
+    self->specials.bytes = PyMem_Malloc(sizeof(uint8_t *) * (size_t)(num_specials + 1));
+    self->specials.lengths = PyMem_Malloc(sizeof(size_t) * (size_t)(num_specials + 1));
+    self->specials.next = PyMem_Malloc(sizeof(size_t) * (size_t)(num_specials + 1));
+    self->special_bytes = PyMem_Malloc(special_total + 1);
+    self->special_ids = PyMem_Malloc(sizeof(uint32_t) * (size_t)(num_specials + 1));
+    if (!self->specials.bytes || !self->specials.lengths || !self->specials.next || !self->special_bytes || !self->special_ids) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t offset = 0;
+    for (Py_ssize_t i = 0; i < num_specials; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(special_seq, i);
+        PyObject *token = PyTuple_GET_ITEM(item, 0);
+        const size_t length = (size_t)PyBytes_GET_SIZE(token);
+        memcpy(self->special_bytes + offset, PyBytes_AS_STRING(token), length);
+        self->specials.bytes[i] = self->special_bytes + offset;
+        self->specials.lengths[i] = length;
+        offset += length;
+        if (read_u32(PyTuple_GET_ITEM(item, 1), &self->special_ids[i], "special id") < 0) return -1;
+        if (self->special_ids[i] > *max_id) *max_id = self->special_ids[i];
+    }
+    return 0;
+}
+
+/* Merger(byte_ids, merge_ranks, merged_id_of_rank, specials=(), cache_limit=1 << 20): byte_ids is
+   a sequence of 256 ids, merge_ranks a dict (left id, right id) -> rank, merged_id_of_rank a
+   sequence rank -> id, specials a sequence of (bytes, id). */
+static int Merger_init(MergerObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *byte_ids, *merge_ranks, *merged_ids, *specials_obj = NULL;
+    Py_ssize_t cache_limit = 1 << 20;
+    static char *kwlist[] = {"byte_ids", "merge_ranks", "merged_id_of_rank", "specials", "cache_limit", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O|On:Merger", kwlist, &byte_ids, &PyDict_Type, &merge_ranks,
+                                     &merged_ids, &specials_obj, &cache_limit))
+        return -1;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot re-initialise a Merger in use");
+        return -1;
+    }
+    merger_free_tables(self);
+    if (cache_limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "cache_limit must be >= 1");
+        return -1;
+    }
+    self->cache_limit = (size_t)cache_limit;
+    uint32_t max_id = 0;
+    PyObject *bytes_seq = PySequence_Fast(byte_ids, "byte_ids must be a sequence");
+    if (bytes_seq == NULL) return -1;
+    if (PySequence_Fast_GET_SIZE(bytes_seq) != 256) {
+        Py_DECREF(bytes_seq);
+        PyErr_SetString(PyExc_ValueError, "byte_ids must hold exactly 256 ids");
+        return -1;
+    }
+    for (int b = 0; b < 256; b++) {
+        if (read_u32(PySequence_Fast_GET_ITEM(bytes_seq, b), &self->byte_ids[b], "byte id") < 0) {
+            Py_DECREF(bytes_seq);
+            return -1;
+        }
+        if (self->byte_ids[b] > max_id) max_id = self->byte_ids[b];
+    }
+    Py_DECREF(bytes_seq);
+
+    PyObject *merged_seq = PySequence_Fast(merged_ids, "merged_id_of_rank must be a sequence");
+    if (merged_seq == NULL) return -1;
+    Py_ssize_t num_ranks = PySequence_Fast_GET_SIZE(merged_seq);
+    if (num_ranks >= UINT32_MAX) {
+        Py_DECREF(merged_seq);
+        PyErr_SetString(PyExc_ValueError, "too many merges");
+        return -1;
+    }
+    self->merged_id_of_rank = PyMem_Malloc(sizeof(uint32_t) * (size_t)(num_ranks ? num_ranks : 1));
+    if (self->merged_id_of_rank == NULL) {
+        Py_DECREF(merged_seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->num_ranks = num_ranks;
+    for (Py_ssize_t r = 0; r < num_ranks; r++) {
+        if (read_u32(PySequence_Fast_GET_ITEM(merged_seq, r), &self->merged_id_of_rank[r], "merged id") < 0) {
+            Py_DECREF(merged_seq);
+            return -1;
+        }
+        if (self->merged_id_of_rank[r] > max_id) max_id = self->merged_id_of_rank[r];
+    }
+    Py_DECREF(merged_seq);
+
+    /* special tokens */
+    PyObject *empty = NULL;
+    if (specials_obj == NULL || specials_obj == Py_None) specials_obj = empty = PyTuple_New(0);
+    PyObject *special_seq = specials_obj ? PySequence_Fast(specials_obj, "specials must be a sequence of (bytes, id)") : NULL;
+    Py_XDECREF(empty);  /* (PySequence_Fast of a tuple returns the tuple, with its own reference) */
+    if (special_seq == NULL) return -1;
+    const int failed = merger_init_specials(self, special_seq, &max_id);
+    Py_DECREF(special_seq);
+    if (failed) return -1;
+
+    /* the merge ranks */
+    size_t size = 16;
+    while (size < 2 * (size_t)PyDict_GET_SIZE(merge_ranks) + 1) size <<= 1;
+    self->slots = PyMem_Calloc(size, sizeof(RankSlot));
+    if (self->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->mask = size - 1;
+    Py_ssize_t pos = 0;
+    PyObject *pair, *rank_obj;
+    while (PyDict_Next(merge_ranks, &pos, &pair, &rank_obj)) {
+        uint32_t a, b, rank;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_ValueError, "merge_ranks keys must be (left id, right id) tuples");
+            return -1;
+        }
+        if (read_u32(PyTuple_GET_ITEM(pair, 0), &a, "left id") < 0 || read_u32(PyTuple_GET_ITEM(pair, 1), &b, "right id") < 0 ||
+            read_u32(rank_obj, &rank, "rank") < 0)
+            return -1;
+        if ((Py_ssize_t)rank >= num_ranks) {
+            PyErr_Format(PyExc_ValueError, "rank %u has no merged id (%zd merges)", rank, num_ranks);
+            return -1;
+        }
+        uint64_t key = (((uint64_t)a << 32) | b) + 1;
+        size_t i = slot_of(key, self->mask);
+        while (self->slots[i].key != 0 && self->slots[i].key != key) i = (i + 1) & self->mask;
+        self->slots[i].key = key;
+        self->slots[i].rank = rank;
+    }
+
+    /* one int object per id */
+    if (max_id >= (1u << 30)) {
+        PyErr_Format(PyExc_ValueError, "token id %u is too large", max_id);
+        return -1;
+    }
+    self->id_objects = PyMem_Calloc((size_t)max_id + 1, sizeof(PyObject *));
+    if (self->id_objects == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->num_id_objects = max_id + 1;
+    for (uint32_t id = 0; id <= max_id; id++)
+        if ((self->id_objects[id] = PyLong_FromUnsignedLong(id)) == NULL) return -1;
+    return 0;
+}
+
+/* The list of ids of `out` (shared int objects). */
+static PyObject *list_of_ids(const MergerObject *m, const IdBuffer *out) {
+    PyObject *result = PyList_New((Py_ssize_t)out->size);
+    if (result == NULL) return NULL;
+    for (size_t i = 0; i < out->size; i++) {
+        PyObject *id = m->id_objects[out->items[i]];
+        Py_INCREF(id);
+        PyList_SET_ITEM(result, (Py_ssize_t)i, id);
+    }
+    return result;
+}
+
+PyDoc_STRVAR(Merger_encode_doc,
+"encode(text: str, with_specials: bool = True) -> list[int]\n\n"
+"The ids of `text`, as Tokenizer.encode gives them (with_specials=False: the text holds no\n"
+"special token, as Tokenizer._encode_plain takes it). Runs without the GIL.");
+
+static PyObject *Merger_encode(MergerObject *self, PyObject *args) {
+    PyObject *text;
+    int with_specials = 1;
+    if (!PyArg_ParseTuple(args, "U|p:encode", &text, &with_specials)) return NULL;
+    PyObject *utf8_owner = NULL;
+    const uint8_t *s;
+    Py_ssize_t n;
+    if (PyUnicode_IS_COMPACT_ASCII(text)) {  /* ASCII is its own UTF-8: no copy */
+        s = PyUnicode_DATA(text);
+        n = PyUnicode_GET_LENGTH(text);
+    } else {  /* a temporary UTF-8 copy (AsUTF8 would keep one alive with the str) */
+        if ((utf8_owner = PyUnicode_AsUTF8String(text)) == NULL) return NULL;
+        s = (const uint8_t *)PyBytes_AS_STRING(utf8_owner);
+        n = PyBytes_GET_SIZE(utf8_owner);
+    }
+    if (merger_claim(self) < 0) {
+        Py_XDECREF(utf8_owner);
+        return NULL;
+    }
+    IdBuffer out = {NULL, 0, 0};
+    int failed;
+    Py_BEGIN_ALLOW_THREADS
+    failed = ids_reserve(&out, (size_t)n / 4 + 16) < 0 || encode_utf8(self, s, (size_t)n, with_specials, &out) < 0;
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    Py_XDECREF(utf8_owner);
+    PyObject *result = failed ? PyErr_NoMemory() : list_of_ids(self, &out);
+    free(out.items);
+    return result;
+}
+
+PyDoc_STRVAR(Merger_encode_bytes_doc,
+"encode_bytes(data, itemsize: int) -> bytes | int\n\n"
+"The ids of the UTF-8 text `data` (special tokens split off), packed as native unsigned ints of\n"
+"`itemsize` bytes (2 or 4; every id must fit). If `data` is not valid UTF-8 (as Python's strict\n"
+"decoder), nothing is encoded and the offset of the first invalid byte is returned instead.");
+
+static PyObject *Merger_encode_bytes(MergerObject *self, PyObject *args) {
+    Py_buffer buffer;
+    int itemsize;
+    if (!PyArg_ParseTuple(args, "y*i:encode_bytes", &buffer, &itemsize)) return NULL;
+    if (itemsize != 2 && itemsize != 4) {
+        PyBuffer_Release(&buffer);
+        PyErr_SetString(PyExc_ValueError, "itemsize must be 2 or 4");
+        return NULL;
+    }
+    if (itemsize == 2 && self->num_id_objects > (1u << 16)) {
+        PyBuffer_Release(&buffer);
+        PyErr_Format(PyExc_ValueError, "ids up to %u do not fit in 2 bytes", self->num_id_objects - 1);
+        return NULL;
+    }
+    if (merger_claim(self) < 0) {
+        PyBuffer_Release(&buffer);
+        return NULL;
+    }
+    const uint8_t *s = buffer.buf;
+    const size_t n = (size_t)buffer.len;
+    IdBuffer out = {NULL, 0, 0};
+    size_t valid;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    valid = utf8_valid_length(s, n);
+    if (valid == n) {
+        failed = ids_reserve(&out, n / 4 + 16) < 0 || encode_utf8(self, s, n, 1, &out) < 0;
+        if (!failed && itemsize == 2) {  /* pack in place: each 2-byte slot lies before its source */
+            uint16_t *packed = (uint16_t *)out.items;
+            for (size_t i = 0; i < out.size; i++) packed[i] = (uint16_t)out.items[i];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    PyBuffer_Release(&buffer);
+    PyObject *result;
+    if (failed) result = PyErr_NoMemory();
+    else if (valid != n) result = PyLong_FromSize_t(valid);
+    else result = PyBytes_FromStringAndSize((const char *)out.items, (Py_ssize_t)(out.size * (size_t)itemsize));
+    free(out.items);
+    return result;
 }
 
 static PyObject *Merger_bpe(MergerObject *self, PyObject *pretoken) {
@@ -424,12 +697,37 @@ static PyObject *Merger_bpe(MergerObject *self, PyObject *pretoken) {
         PyErr_SetString(PyExc_RuntimeError, "Merger was not initialised");
         return NULL;
     }
-    return merger_bpe_str(self, pretoken);
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(pretoken, &len);
+    if (utf8 == NULL) return NULL;
+    IdBuffer out = {malloc(sizeof(uint32_t) * (size_t)(len ? len : 1)), 0, (size_t)(len ? len : 1)};
+    if (out.items == NULL) return PyErr_NoMemory();
+    const Py_ssize_t num_ids = bpe(self, (const uint8_t *)utf8, (size_t)len, out.items);
+    PyObject *result = NULL;
+    if (num_ids < 0) {
+        PyErr_NoMemory();
+    } else {
+        out.size = (size_t)num_ids;
+        result = list_of_ids(self, &out);
+    }
+    free(out.items);
+    return result;
+}
+
+static PyObject *Merger_cache_size(MergerObject *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromSize_t(self->cache_size);
 }
 
 static PyMethodDef Merger_methods[] = {
+    {"encode", (PyCFunction)Merger_encode, METH_VARARGS, Merger_encode_doc},
+    {"encode_bytes", (PyCFunction)Merger_encode_bytes, METH_VARARGS, Merger_encode_bytes_doc},
     {"bpe", (PyCFunction)Merger_bpe, METH_O, "bpe(pretoken: str) -> list[int]: BPE of one pre-token (as Tokenizer._bpe)."},
     {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Merger_getset[] = {
+    {"cache_size", (getter)Merger_cache_size, NULL, "pre-tokens in the cache now", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject MergerType = {
@@ -438,118 +736,22 @@ static PyTypeObject MergerType = {
     .tp_basicsize = sizeof(MergerObject),
     .tp_dealloc = (destructor)Merger_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Merger(byte_ids, merge_ranks, merged_id_of_rank): BPE of pre-tokens over a C table of merge ranks.",
+    .tp_doc = "Merger(byte_ids, merge_ranks, merged_id_of_rank, specials=(), cache_limit=1 << 20): "
+              "a tokenizer's encoding in C (see the module source).",
     .tp_methods = Merger_methods,
+    .tp_getset = Merger_getset,
     .tp_init = (initproc)Merger_init,
     .tp_new = PyType_GenericNew,
 };
 
-/* --------------------------------------------------------------------------------------------- */
-
-/* Whether text[p:p+len] equals `ascii`, a compact ASCII str. */
-static inline int same_ascii_chars(int kind, const void *data, Py_ssize_t p, Py_ssize_t len, PyObject *ascii) {
-    if (PyUnicode_GET_LENGTH(ascii) != len) return 0;
-    const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(ascii);
-    if (kind == PyUnicode_1BYTE_KIND) return memcmp((const Py_UCS1 *)data + p, chars, (size_t)len) == 0;
-    for (Py_ssize_t i = 0; i < len; i++)
-        if (PyUnicode_READ(kind, data, p + i) != chars[i]) return 0;
-    return 1;
-}
-
-static int extend_list(PyObject *out, PyObject *ids) {
-    if (PyList_CheckExact(ids)) {
-        Py_ssize_t k = PyList_GET_SIZE(ids);
-        for (Py_ssize_t i = 0; i < k; i++)
-            if (PyList_Append(out, PyList_GET_ITEM(ids, i)) < 0) return -1;
-        return 0;
-    }
-    Py_ssize_t size = PyList_GET_SIZE(out);
-    return PyList_SetSlice(out, size, size, ids);  /* any other sequence */
-}
-
-static PyObject *encode_plain(PyObject *self, PyObject *args) {
-    PyObject *text, *out, *cache, *encode_from;
-    MergerObject *merger;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "UO!O!O!O:encode_plain", &text, &PyList_Type, &out, &PyDict_Type, &cache,
-                          &MergerType, &merger, &encode_from))
-        return NULL;
-    if (merger->slots == NULL || merger->recent == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Merger was not initialised");
-        return NULL;
-    }
-    const Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    const int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    Py_ssize_t p = 0;
-    while (p < n) {
-        Py_ssize_t end = pretoken_end(kind, data, n, p);
-        if (end == NEEDS_REGEX) {
-            PyObject *resumed = PyObject_CallFunction(encode_from, "OnO", text, p, out);
-            if (resumed == NULL) return NULL;
-            Py_ssize_t next = PyLong_AsSsize_t(resumed);
-            Py_DECREF(resumed);
-            if (next == -1 && PyErr_Occurred()) return NULL;
-            if (next <= p || next > n) {
-                PyErr_Format(PyExc_RuntimeError, "encode_from returned position %zd from %zd (text length %zd)", next, p, n);
-                return NULL;
-            }
-            p = next;
-            continue;
-        }
-        const Py_ssize_t len = end - p;
-        RecentSlot *slot = NULL;
-        if (len <= RECENT_MAX_LEN) {
-            uint32_t h = 2166136261u;  /* FNV-1a */
-            for (Py_ssize_t i = p; i < end; i++) h = (h ^ PyUnicode_READ(kind, data, i)) * 16777619u;
-            slot = &merger->recent[(h ^ (h >> 15)) & (RECENT_SLOTS - 1)];
-            if (slot->pretoken != NULL && same_ascii_chars(kind, data, p, len, slot->pretoken)) {
-                if (extend_list(out, slot->ids) < 0) return NULL;
-                p = end;
-                continue;
-            }
-        }
-        PyObject *pretoken = PyUnicode_Substring(text, p, end);
-        if (pretoken == NULL) return NULL;
-        PyObject *ids = PyDict_GetItemWithError(cache, pretoken);
-        if (ids != NULL) {
-            Py_INCREF(ids);
-        } else if (!PyErr_Occurred()) {
-            ids = merger_bpe_str(merger, pretoken);
-            if (ids != NULL && PyDict_SetItem(cache, pretoken, ids) < 0) Py_CLEAR(ids);
-        }
-        if (ids == NULL || extend_list(out, ids) < 0) {
-            Py_DECREF(pretoken);
-            Py_XDECREF(ids);
-            return NULL;
-        }
-        if (slot != NULL) {  /* the slot takes both references */
-            Py_XSETREF(slot->pretoken, pretoken);
-            Py_XSETREF(slot->ids, ids);
-        } else {
-            Py_DECREF(pretoken);
-            Py_DECREF(ids);
-        }
-        p = end;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef fastbpe_methods[] = {
-    {"encode_plain", encode_plain, METH_VARARGS,
-     "encode_plain(text, out, cache, merger, encode_from) -> None\n\n"
-     "Append the ids of `text` (no special tokens) to the list `out`; see the module source."},
-    {NULL, NULL, 0, NULL},
-};
-
 static struct PyModuleDef fastbpe_module = {
     PyModuleDef_HEAD_INIT, "_fastbpe",
-    "Optional C accelerator for cs336_core.bpe (pure-ASCII pre-tokenizing and cache lookups).",
-    -1, fastbpe_methods, NULL, NULL, NULL, NULL,
+    "Optional C accelerator of cs336_core.bpe.Tokenizer.encode.",
+    -1, NULL, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__fastbpe(void) {
-    init_ascii_class();
+    scan_init();
     if (PyType_Ready(&MergerType) < 0) return NULL;
     PyObject *module = PyModule_Create(&fastbpe_module);
     if (module == NULL) return NULL;

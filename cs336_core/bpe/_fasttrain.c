@@ -24,28 +24,12 @@
 
 #include "_bpe_scan.h"
 
-static inline uint64_t hash_bytes(const uint8_t *s, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xC2B2AE3D27D4EB4FULL);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 32;
-        s += 8;
-        n -= 8;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
-    h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
-    return h ^ (h >> 29);
-}
-
 /* ---------------------------------------------------------------------------------------------
  * PretokenCounts
  */
 
 typedef struct {
-    uint64_t hash;
+    Key key;
     uint64_t offset;  /* of its bytes in the arena */
     int64_t count;
     uint32_t length;
@@ -67,7 +51,7 @@ static int counts_grow_slots(CountsObject *self) {
     uint32_t *slots = calloc(size, sizeof(uint32_t));
     if (slots == NULL) return -1;
     for (size_t e = 0; e < self->size; e++) {
-        size_t i = (size_t)self->entries[e].hash & (size - 1);
+        size_t i = (size_t)self->entries[e].key.hash & (size - 1);
         while (slots[i] != 0) i = (i + 1) & (size - 1);
         slots[i] = (uint32_t)(e + 1);
     }
@@ -90,13 +74,14 @@ static int counts_init_storage(CountsObject *self) {
 
 /* Add `count` to the pre-token s[0..n). 0, or -1 when out of memory (the table is unchanged). */
 static int counts_add(CountsObject *self, const uint8_t *s, size_t n, int64_t count) {
-    const uint64_t h = hash_bytes(s, n);
-    size_t i = (size_t)h & self->mask;
+    const Key key = make_key(s, n);
+    size_t i = (size_t)key.hash & self->mask;
     for (;;) {
         const uint32_t slot = self->slots[i];
         if (slot == 0) break;
         Entry *e = &self->entries[slot - 1];
-        if (e->hash == h && e->length == n && memcmp(self->arena + e->offset, s, n) == 0) {
+        if (e->key.hash == key.hash && e->length == n && e->key.w0 == key.w0 && e->key.w1 == key.w1 &&
+            (n <= 16 || memcmp(self->arena + e->offset + 16, s + 16, n - 16) == 0)) {
             e->count += count;
             return 0;
         }
@@ -118,7 +103,7 @@ static int counts_add(CountsObject *self, const uint8_t *s, size_t n, int64_t co
         self->arena_capacity = capacity;
     }
     memcpy(self->arena + self->arena_size, s, n);
-    self->entries[self->size] = (Entry){h, self->arena_size, count, (uint32_t)n};
+    self->entries[self->size] = (Entry){key, self->arena_size, count, (uint32_t)n};
     self->arena_size += n;
     self->slots[i] = (uint32_t)(++self->size);
     if (2 * self->size > self->mask && counts_grow_slots(self) < 0) return -1;  /* keep it half empty */

@@ -12,13 +12,11 @@ rest pre-tokenized with GPT-2's pattern and counted:
 from __future__ import annotations
 
 import collections
-import queue
-import threading
 from pathlib import Path
 
 from cs336_core.bpe.accelerator import FASTTRAIN
 from cs336_core.bpe.chunks import chunk_size, iter_chunks, open_corpus
-from cs336_core.bpe.parallel import map_in_order
+from cs336_core.bpe.parallel import map_in_order, map_in_threads
 from cs336_core.bpe.pretokenize import decode_utf8, max_special_bytes, pretokens, special_pattern
 from cs336_core.progress import ProgressFn
 
@@ -84,59 +82,24 @@ def _count_chunk(job: tuple[int, bytes]) -> tuple[int, dict[bytes, int]]:
 def count_pretokens_native(path: Path, special_tokens: list[str], num_workers: int, invalid_utf8: str = "error",
                            progress: ProgressFn | None = None):
     """`count_pretokens` by the C accelerator, as a `_fasttrain.PretokenCounts` (what
-    `_fasttrain.train_merges` takes): `num_workers` threads count chunks without the GIL."""
+    `_fasttrain.train_merges` takes): `num_workers` threads count chunks without the GIL, each
+    into its own table, and the tables are added up at the end."""
     specials = tuple(token.encode("utf-8") for token in special_tokens)
     stream, total_bytes = open_corpus(path)
-    jobs: queue.Queue = queue.Queue(maxsize=num_workers)  # read ahead one chunk per worker
-    finished: queue.Queue = queue.Queue()  # a chunk's length, or the exception it raised
-    stop = threading.Event()
     tables = [FASTTRAIN.PretokenCounts() for _ in range(num_workers)]
 
-    def work(table) -> None:
-        while (job := jobs.get()) is not None:
-            if stop.is_set():
-                continue
-            try:
-                _count_chunk_native(table, job, specials, invalid_utf8, str(path))
-                finished.put(len(job[1]))
-            except BaseException as error:  # noqa: BLE001  (handed to the reading thread)
-                stop.set()
-                finished.put(error)
+    def count(table, job: tuple[int, bytes]) -> int:
+        _count_chunk_native(table, job, specials, invalid_utf8, str(path))
+        return len(job[1])
 
-    def collect(block: bool) -> None:
-        nonlocal done_bytes
-        while True:
-            try:
-                result = finished.get(block=block)
-            except queue.Empty:
-                return
-            block = False
-            if isinstance(result, BaseException):
-                raise result
-            done_bytes += result
+    done_bytes = 0
+    with stream:
+        chunks = iter_chunks(stream, special_pattern(special_tokens, as_bytes=True), max_special_bytes(special_tokens),
+                             chunk_size(total_bytes, num_workers))
+        for chunk_length in map_in_threads(count, chunks, tables):
+            done_bytes += chunk_length
             if progress is not None:
                 progress("pretokenize", done_bytes, total_bytes)
-
-    threads = [threading.Thread(target=work, args=(table,), name=f"bpe-count-{i}", daemon=True)
-               for i, table in enumerate(tables)]
-    for thread in threads:
-        thread.start()
-    done_bytes = 0
-    try:
-        with stream:
-            for job in iter_chunks(stream, special_pattern(special_tokens, as_bytes=True), max_special_bytes(special_tokens),
-                                   chunk_size(total_bytes, num_workers)):
-                jobs.put(job)
-                collect(block=False)
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        for _ in threads:
-            jobs.put(None)
-        for thread in threads:
-            thread.join()
-    collect(block=False)  # every worker has finished: what remains is all there
     if done_bytes == 0:
         raise ValueError(f"input file is empty: {path}")
     counts = tables[0]

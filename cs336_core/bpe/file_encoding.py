@@ -1,4 +1,8 @@
-"""`encode_file`: a whole text file to a 1-D `.npy` of token ids, in parallel, streaming, atomically."""
+"""`encode_file`: a whole text file to a 1-D `.npy` of token ids, in parallel, streaming, atomically.
+
+With the C accelerator, threads encode chunks straight from their bytes (one `Merger` each, without
+the GIL); otherwise worker processes run the pure-Python tokenizer.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import time
 from pathlib import Path
 
 from cs336_core.bpe import chunks
-from cs336_core.bpe.parallel import file_job_arguments, map_in_order
+from cs336_core.bpe.parallel import file_job_arguments, map_in_order, map_in_threads
 from cs336_core.bpe.pretokenize import decode_utf8, max_special_bytes, special_pattern
 from cs336_core.bpe.tokenizer import Tokenizer
 from cs336_core.files import atomic_path, remove_stale_partials
@@ -53,14 +57,18 @@ def encode_file(tokenizer: Tokenizer, input_path: str | os.PathLike, output_path
             pieces = chunks.iter_chunks(stream, special_re, max_special_len, chunk_bytes,
                                         min(chunk_bytes, chunks.MIN_CHUNK_BYTES))
             worker_args = (tokenizer, invalid_utf8, str(path))
-            # A small first chunk is encoded here: it fills the tokenizer's cache with the most common
-            # words, which forked workers inherit, so they do not each redo those first encounters.
-            _EncodeWorker.start(*worker_args)
-            results = itertools.chain(map(_encode_chunk, itertools.islice(pieces, 1)),
-                                      map_in_order(_encode_chunk, pieces, workers, _EncodeWorker.start, worker_args))
-            for length, ids in results:
-                out.write(ids.tobytes())
-                num_tokens += len(ids)
+            if tokenizer._merger is not None:
+                results = _encode_in_threads(pieces, workers, *worker_args)
+            else:
+                # A small first chunk is encoded here: it fills the tokenizer's cache with the most
+                # common words, which forked workers inherit, so they do not each redo those first
+                # encounters.
+                _EncodeWorker.start(*worker_args)
+                results = itertools.chain(map(_encode_chunk, itertools.islice(pieces, 1)),
+                                          map_in_order(_encode_chunk, pieces, workers, _EncodeWorker.start, worker_args))
+            for length, packed in results:  # (ids as bytes of `dtype`)
+                out.write(packed)
+                num_tokens += len(packed) // dtype.itemsize
                 done_bytes += length
                 if progress is not None:
                     progress("encode", done_bytes, total_bytes)
@@ -115,4 +123,23 @@ def _encode_chunk(job: tuple[int, bytes]):
     worker = _EncodeWorker.current
     offset, chunk = job
     text = decode_utf8(chunk, offset, worker.invalid_utf8, worker.source)
-    return len(chunk), np.array(worker.tokenizer.encode(text), dtype=worker.dtype)
+    return len(chunk), np.array(worker.tokenizer.encode(text), dtype=worker.dtype).tobytes()
+
+
+def _encode_in_threads(pieces, workers: int, tokenizer: Tokenizer, invalid_utf8: str, source: str):
+    """(chunk length, the chunk's ids as bytes of the token dtype) for each chunk, in order, by
+    `workers` threads with a C `Merger` each."""
+    import numpy as np
+
+    dtype = token_dtype(tokenizer)
+
+    def encode(merger, job: tuple[int, bytes]) -> tuple[int, bytes]:
+        offset, chunk = job
+        packed = merger.encode_bytes(chunk, dtype.itemsize)
+        if isinstance(packed, int):  # not UTF-8 at that offset: the reference decoding decides
+            text = decode_utf8(chunk, offset, invalid_utf8, source)
+            packed = np.array(merger.encode(text), dtype=dtype).tobytes()
+        return len(chunk), packed
+
+    mergers = [tokenizer._merger] + [tokenizer.new_merger() for _ in range(workers - 1)]
+    return map_in_threads(encode, pieces, mergers)

@@ -1,13 +1,16 @@
-"""A process pool that maps over a file's chunks in order, with a bounded number in flight.
+"""Pools that map over a file's chunks in order, with a bounded number in flight.
 
-Each kind of worker (counting pre-tokens in `counting`, encoding in `file_encoding`) keeps its own
-per-process state, set by its own initializer; nothing here is shared between them.
+`map_in_order` runs Python workers in processes; each kind of worker (counting pre-tokens in
+`counting`, encoding in `file_encoding`) keeps its own per-process state, set by its own
+initializer. `map_in_threads` runs the C accelerator's calls, which release the GIL, in threads,
+each call with one of a fixed set of states (a C table, a C encoder) that no two threads share.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import queue
 import signal
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -70,3 +73,37 @@ def _init_worker_process(initializer, initargs) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
+
+
+def map_in_threads(function, items: Iterable, states: list) -> Iterator:
+    """`function(state, item)` for each item, in order, over `len(states)` threads; each call gets
+    a state that no other running call has. At most 2 items per thread are pending.
+
+    >>> list(map_in_threads(lambda state, x: state + x, [1, 2, 3], [10, 10]))
+    [11, 12, 13]
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for state in states:
+        free.put(state)
+
+    def call(item):
+        state = free.get()  # as many threads as states: one is always free here
+        try:
+            return function(state, item)
+        finally:
+            free.put(state)
+
+    with ThreadPoolExecutor(len(states), thread_name_prefix="bpe") as pool:
+        pending: collections.deque = collections.deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(call, item))
+                if len(pending) >= 2 * len(states):
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # on an error (or a consumer that stops early) drop the chunks not yet started
+            for future in pending:
+                future.cancel()

@@ -3,8 +3,8 @@
 Text is split on the special tokens, then into GPT-2 pre-tokens; each distinct pre-token goes
 through BPE once (the lowest-ranked merge present, until none is) and is cached. Pre-tokens longer
 than 64 bytes merge through a heap of merge ranks, so no input makes encoding quadratic. The C
-accelerator (`accelerator`), where built, does the pre-tokenizing of ASCII text and the cache
-lookups; this module's code is the reference it must equal.
+accelerator (`accelerator.FASTBPE`), where built, does all of `encode` without the GIL (the same
+steps in `_fastbpe.c`); this module's code is the reference it must equal.
 """
 
 from __future__ import annotations
@@ -71,8 +71,14 @@ class Tokenizer:
             self._merge_ranks.setdefault((ids[0], ids[1]), rank)  # a repeated merge never applies again
             self._merged_id_of_rank.append(ids[2])
         self._pretoken_cache: dict[str, list[int]] = {}
-        # The C accelerator's copy of the merge table, or None for the pure-Python path.
-        self._merger = FASTBPE.Merger(self._byte_ids, self._merge_ranks, self._merged_id_of_rank) if FASTBPE else None
+        # The C accelerator's copy of the tables with its own cache, or None for the pure-Python path.
+        self._merger = self.new_merger() if FASTBPE else None
+
+    def new_merger(self):
+        """A C `Merger` of this tokenizer (one per thread: each has its own cache); needs the accelerator."""
+        specials = [(s.encode("utf-8"), self.special_to_id[s]) for s in self.special_tokens]
+        return FASTBPE.Merger(self._byte_ids, self._merge_ranks, self._merged_id_of_rank, specials,
+                              cache_limit=self.CACHE_LIMIT)
 
     @classmethod
     def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
@@ -176,12 +182,12 @@ class Tokenizer:
         Each distinct pre-token goes through BPE once; after that it is a cache hit, and the
         lookups and the concatenation run inside C (`map`, `chain`) rather than a Python loop.
         """
+        if self._merger is not None:  # the same steps in C
+            out += self._merger.encode(text, False)
+            return
         cache = self._pretoken_cache
         if len(cache) >= self.CACHE_LIMIT:
             cache.clear()
-        if self._merger is not None:  # the same work in C, handing non-ASCII text to _encode_from
-            FASTBPE.encode_plain(text, out, cache, self._merger, self._encode_from)
-            return
         pieces = pretokens(text)
         start = len(out)
         try:
@@ -192,23 +198,9 @@ class Tokenizer:
                 self._encode_pretoken(pretoken)
             out += itertools.chain.from_iterable(map(cache.__getitem__, pieces))
 
-    def _encode_from(self, text: str, pos: int, out: list[int]) -> int:
-        """Append the ids of the pre-tokens from `pos` (a pre-token boundary) on, until plain ASCII
-        text follows again; returns where that is (a pre-token boundary too).
-
-        The accelerator hands non-ASCII stretches to this, GPT-2's own regex (which looks only
-        forward, so matching from a boundary gives the pre-tokens of the whole text).
-        """
-        cache = self._pretoken_cache
-        for match in PRETOKENIZE.finditer(text, pos):
-            pretoken = match.group()
-            out += cache.get(pretoken) or self._encode_pretoken(pretoken)
-            end = match.end()
-            if text[end:end + 2].isascii():
-                return end
-        return len(text)
-
     def encode(self, text: str) -> list[int]:
+        if self._merger is not None:  # all of what follows, in C
+            return self._merger.encode(text)
         ids: list[int] = []
         if self._special_re is None:
             self._encode_plain(text, ids)
