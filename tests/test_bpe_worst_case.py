@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cs336_core.bpe import Tokenizer, chunks, long_words, train_bpe
+from cs336_core.bpe import counting as bpe_counting, train as bpe_train
 from test_tokenization import CORPORA, brute_force_train
 from test_tokenization_encode import EOT, GPT2_DIR, require_module, tiktoken_gpt2  # noqa: F401  (fixture)
 
@@ -53,9 +54,16 @@ def random_letters(n: int, seed: int = 0) -> str:
 # Training
 
 
-def test_training_on_one_long_line_is_not_quadratic(tmp_path):
+@pytest.mark.parametrize("path", ["accelerated", "pure"])
+def test_training_on_one_long_line_is_not_quadratic(tmp_path, monkeypatch, path):
     # 512 KB and 2 MB of letters without a space: each is a single pre-token. (The list splice per
-    # merged occurrence took 13x for 4x here, and 378 s for a 4 MB line.)
+    # merged occurrence took 13x for 4x here, and 378 s for a 4 MB line.) Both trainers: the C one
+    # (_fasttrain.c, where built) and the pure-Python reference.
+    if path == "pure":
+        monkeypatch.setattr(bpe_train, "FASTTRAIN", None)
+        monkeypatch.setattr(bpe_counting, "FASTTRAIN", None)
+    elif bpe_train.FASTTRAIN is None:
+        require_module("cs336_core.bpe._fasttrain", reason="C accelerator not built")  # (fails under CI=true)
     small, large = tmp_path / "small.txt", tmp_path / "large.txt"
     small.write_text(random_letters(1 << 19))
     large.write_text(random_letters(1 << 21))
