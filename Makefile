@@ -24,13 +24,14 @@ PYTHON_ID := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha1(sys.e
 STAMP_DIR ?= build/make-stamps
 SETUP_STAMP ?= $(STAMP_DIR)/setup-$(PYTHON_ID)
 TEST_STAMP ?= $(STAMP_DIR)/setup-test-$(PYTHON_ID)
+BENCH_STAMP ?= $(STAMP_DIR)/setup-bench-$(PYTHON_ID)
 # The C sources by wildcard: they move (cs336_core/bpe/ now), and a named file that is gone stops make.
-INSTALL_INPUTS := pyproject.toml setup.py $(wildcard cs336_core/*.c cs336_core/*/*.c)
+INSTALL_INPUTS := pyproject.toml setup.py $(wildcard cs336_core/*.c cs336_core/*/*.c cs336_core/*/*.h)
 , := ,
 TORCH_PIP_ARGS = $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) )torch==$(TORCH_VERSION)
 TORCH_NOTE = $(if $(TORCH_INDEX),installing torch==$(TORCH_VERSION) from $(TORCH_INDEX),installing torch==$(TORCH_VERSION) from PyPI: on Linux x86_64 that is the CUDA build$(,) several GB. For the CPU-only build: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup setup-test dotenv chromium demo test test-fast bench bench-tokenizer bench-model dev gpu-check bench-rehearsal
+.PHONY: setup setup-test setup-bench dotenv chromium demo test test-fast bench bench-tokenizer bench-model dev gpu-check bench-rehearsal
 
 setup: $(SETUP_STAMP)
 	@$(MAKE) --no-print-directory dotenv
@@ -70,6 +71,13 @@ $(TEST_STAMP): $(SETUP_STAMP)
 	$(PIP) install -q -e '.[test]'
 	@mkdir -p $(@D) && touch $@
 
+# The tokenizer benchmark's peers (gigatoken, rustbpe, HF tokenizers, tiktoken): bench-only.
+setup-bench: $(BENCH_STAMP) setup-test
+
+$(BENCH_STAMP): $(TEST_STAMP)
+	$(PIP) install -q -e '.[test,bench]'
+	@mkdir -p $(@D) && touch $@
+
 # The browser test drives Debian's Chromium (no browser download is possible here).
 chromium:
 	@command -v chromium >/dev/null || { \
@@ -93,8 +101,10 @@ test-fast: setup-test
 
 bench: bench-tokenizer bench-model
 
-bench-tokenizer: setup-test
+bench-tokenizer: setup-bench
 	$(PYTHON) bench/bench_tokenizer.py --corpus $(CORPUS)
+	$(PYTHON) bench/bench_tokenizer.py --corpus $(CORPUS) --vocab gpt2 --skip-train
+	$(PYTHON) bench/bench_bpe_scaling.py --corpus $(CORPUS)
 
 bench-model: setup-test
 	$(PYTHON) bench/bench_model.py --repeats 3 --steps 1 --batch-sizes 8 32 --compile

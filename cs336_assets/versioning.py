@@ -9,6 +9,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ def _reachable_sources(seeds: list[Path], dirs: dict[str, Path]) -> list[Path]:
         if path in seen:
             continue
         seen.add(path)
+        if path.suffix in (".c", ".h"):  # a C source: the headers it includes from beside it
+            todo.extend(_c_includes(path))
+            continue
         if path.suffix != ".py":
             continue
         top, relative = _locate(dirs, path)
@@ -80,6 +84,12 @@ def _reachable_sources(seeds: list[Path], dirs: dict[str, Path]) -> list[Path]:
                 # rather than miss the module it comes from.
                 todo.extend(_package_sources(dirs[name.partition(".")[0]]))
     return sorted(seen)
+
+
+def _c_includes(path: Path) -> list[Path]:
+    """The files a C source includes with `#include "name"` that lie beside it."""
+    names = re.findall(r'^\s*#\s*include\s+"([^"]+)"', path.read_text(errors="replace"), flags=re.MULTILINE)
+    return [path.parent / name for name in names if (path.parent / name).is_file()]
 
 
 def _locate(dirs: dict[str, Path], path: Path) -> tuple[str, Path]:

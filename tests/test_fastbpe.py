@@ -208,3 +208,31 @@ def test_missing_extension_falls_back_to_pure_python():
     assert result.returncode == 0, result.stderr
     expected_ids = list("h\u00e9 x".encode("utf-8"))
     assert result.stdout == f"True True True {expected_ids}\n"
+
+
+def test_threads_sharing_one_tokenizer_encode_exactly(fast, pure):
+    # encode runs without the GIL, so threads overlap: each gets its own C Merger (a Merger in use
+    # by one thread refuses a second), and every result equals the reference.
+    import threading
+
+    rng = random.Random(4)
+    texts = ["".join(rng.choice(ASCII_FRAGMENTS + NON_ASCII_FRAGMENTS + [EOT]) for _ in range(20000)) for _ in range(4)]
+    expected = [pure.encode(text) for text in texts]
+    results: dict[int, list] = {}
+    errors = []
+
+    def work(index: int) -> None:
+        try:
+            for _ in range(3):
+                results[index] = fast.encode(texts[index])
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    work_main = fast.encode(texts[0])  # the making thread uses the first Merger meanwhile
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert [results[i] for i in range(4)] == expected and work_main == expected[0]

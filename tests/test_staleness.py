@@ -123,6 +123,8 @@ def test_code_version_hashes_the_sources_an_asset_imports(tmp_path):
     # A copy hashes like the original: the version depends on content, not on where it lives.
     assert tokens == code_version(str(REPO_ROOT / "cs336_assets" / "definitions" / "datasets.py"), config={"knob": 1})
     for edited, comment in ((core / "files.py", "#"), (core / "bpe" / "_fastbpe.c", "/* */"),
+                            (core / "bpe" / "_fasttrain.c", "/* */"), (core / "bpe" / "_bpe_scan.h", "/* */"),
+                            (core / "bpe" / "_unicode_classes.h", "/* */"),
                             (assets / "definitions" / "tokenizers.py", "#")):
         _append(edited, f"\n{comment} edited\n")
         assert version("datasets.py") != tokens, f"editing {edited.name} left the tokens' version unchanged"

@@ -13,6 +13,7 @@ import array
 import heapq
 import itertools
 import os
+import threading
 from typing import Iterable, Iterator
 
 from cs336_core.bpe.accelerator import FASTBPE
@@ -71,14 +72,27 @@ class Tokenizer:
             self._merge_ranks.setdefault((ids[0], ids[1]), rank)  # a repeated merge never applies again
             self._merged_id_of_rank.append(ids[2])
         self._pretoken_cache: dict[str, list[int]] = {}
-        # The C accelerator's copy of the tables with its own cache, or None for the pure-Python path.
+        # The C accelerator's copy of the tables with its own cache, or None for the pure-Python
+        # path. A Merger serves one thread at a time: other threads get their own (`_thread_merger`).
         self._merger = self.new_merger() if FASTBPE else None
+        self._merger_thread = threading.get_ident()
+        self._other_threads = threading.local()
 
     def new_merger(self):
         """A C `Merger` of this tokenizer (one per thread: each has its own cache); needs the accelerator."""
         specials = [(s.encode("utf-8"), self.special_to_id[s]) for s in self.special_tokens]
         return FASTBPE.Merger(self._byte_ids, self._merge_ranks, self._merged_id_of_rank, specials,
                               cache_limit=self.CACHE_LIMIT)
+
+    def _thread_merger(self):
+        """The C Merger of the calling thread: `_merger` in the thread that made the tokenizer,
+        one made on first use in any other (encode runs without the GIL, so threads overlap)."""
+        if threading.get_ident() == self._merger_thread:
+            return self._merger
+        merger = getattr(self._other_threads, "merger", None)
+        if merger is None:
+            merger = self._other_threads.merger = self.new_merger()
+        return merger
 
     @classmethod
     def from_files(cls, vocab_path: str | os.PathLike, merges_path: str | os.PathLike,
@@ -172,7 +186,7 @@ class Tokenizer:
         return [symbol for symbol in symbols if symbol >= 0]
 
     def _encode_pretoken(self, pretoken: str) -> list[int]:
-        bpe = self._bpe if self._merger is None else self._merger.bpe  # (the same algorithm in C)
+        bpe = self._bpe if self._merger is None else self._merger.bpe  # (the same algorithm in C; no cache, any thread)
         ids = self._pretoken_cache[pretoken] = bpe(pretoken)
         return ids
 
@@ -183,7 +197,7 @@ class Tokenizer:
         lookups and the concatenation run inside C (`map`, `chain`) rather than a Python loop.
         """
         if self._merger is not None:  # the same steps in C
-            out += self._merger.encode(text, False)
+            out += self._thread_merger().encode(text, False)
             return
         cache = self._pretoken_cache
         if len(cache) >= self.CACHE_LIMIT:
@@ -200,7 +214,7 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         if self._merger is not None:  # all of what follows, in C
-            return self._merger.encode(text)
+            return self._thread_merger().encode(text)
         ids: list[int] = []
         if self._special_re is None:
             self._encode_plain(text, ids)
