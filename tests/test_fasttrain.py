@@ -260,3 +260,16 @@ def test_pure_python_env_var_trains_on_the_reference_path(tmp_path):
         outputs[value] = result.stdout.split(" ", 1)
     assert outputs["1"][0] == "True" and outputs["0"][0] == "False"
     assert outputs["1"][1] == outputs["0"][1]
+
+
+@pytest.mark.parametrize("run_char", ["a", "Z", "7"])
+def test_runs_across_the_sixteen_byte_steps_end_where_regex_ends_them(run_char):
+    # The C scanner takes ASCII letter and digit runs 16 bytes at a time: runs of every length
+    # around one and two steps, ended by ASCII, by a non-ASCII letter or digit (which continues a
+    # run of its class), by non-ASCII others and spaces, and by the end of a segment.
+    enders = ["", " ", ".", "é", "日", "٣", "²", "\u00a0", "’", "🙂", "'s", "\n", EOT, "a", "1"]
+    for length in range(1, 40):
+        for ender in enders:
+            for lead in ("", " "):
+                text = lead + run_char * length + ender + run_char * 3
+                assert c_pretokens(text, [EOT]) == reference_pretokens(text, [EOT]), (length, ender, lead)

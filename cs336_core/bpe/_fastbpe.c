@@ -23,13 +23,19 @@ typedef struct {
     uint32_t rank;
 } RankSlot;
 
+/* A cached pre-token, inline in the open-addressing table so that a hit reads one cache line. */
 typedef struct {
-    Key key;
-    uint64_t key_offset;  /* of the pre-token's bytes in key_arena (used beyond 16 bytes) */
-    uint64_t ids_offset;  /* of its ids in id_arena */
-    uint32_t key_length;
+    uint64_t w0, w1;     /* its first 16 bytes, zero-padded (Key) */
+    uint32_t length;     /* in bytes; 0: an empty slot (a pre-token is never empty) */
     uint32_t num_ids;
-    uint32_t first_id;
+    uint32_t ids;        /* the id itself when num_ids is 1, else where its ids start in id_arena */
+    uint32_t entry;      /* its index in `entries` */
+} CacheSlot;
+
+/* What a slot lacks: the hash (to grow the table) and where all the bytes are (beyond 16). */
+typedef struct {
+    uint64_t hash;
+    uint64_t key_offset;  /* in key_arena */
 } CacheEntry;
 
 typedef struct {
@@ -54,8 +60,10 @@ typedef struct {
     /* the cache of encoded pre-tokens, emptied when it reaches cache_limit entries */
     CacheEntry *entries;
     size_t cache_size, cache_capacity, cache_limit;
-    uint32_t *cache_slots;  /* entry index + 1; 0: empty */
+    CacheSlot *cache_slots;
     size_t cache_mask;
+    CacheSlot *hot;  /* HOT_SLOTS recent hits of 16 bytes or fewer, direct-mapped: small enough to
+                        stay in the CPU's cache, while the whole table (megabytes) misses there */
     uint8_t *key_arena;
     size_t key_size, key_capacity;
     IdBuffer id_arena;
@@ -98,6 +106,8 @@ static int ids_reserve(IdBuffer *buffer, size_t more) {
 }
 
 static void cache_free(MergerObject *m) {
+    free(m->hot);
+    m->hot = NULL;
     free(m->entries);
     free(m->cache_slots);
     free(m->key_arena);
@@ -300,10 +310,15 @@ static Py_ssize_t bpe(const MergerObject *m, const uint8_t *word, size_t len, ui
  * The cache and the encoding loop (no GIL)
  */
 
+#define HOT_SLOTS 16384
+
 static int cache_reset(MergerObject *m) {
     size_t slots = 1 << 16;
+    free(m->hot);
+    m->hot = calloc(HOT_SLOTS, sizeof(CacheSlot));
+    if (m->hot == NULL) return -1;
     free(m->cache_slots);
-    m->cache_slots = calloc(slots, sizeof(uint32_t));
+    m->cache_slots = calloc(slots, sizeof(CacheSlot));
     m->cache_mask = slots - 1;
     m->cache_size = 0;
     m->key_size = 0;
@@ -316,13 +331,15 @@ static int cache_reset(MergerObject *m) {
 }
 
 static int cache_grow_slots(MergerObject *m) {
-    size_t size = (m->cache_mask + 1) * 2;
-    uint32_t *slots = calloc(size, sizeof(uint32_t));
+    const size_t old_size = m->cache_mask + 1, size = old_size * 2;
+    CacheSlot *slots = calloc(size, sizeof(CacheSlot));
     if (slots == NULL) return -1;
-    for (size_t e = 0; e < m->cache_size; e++) {
-        size_t i = (size_t)m->entries[e].key.hash & (size - 1);
-        while (slots[i] != 0) i = (i + 1) & (size - 1);
-        slots[i] = (uint32_t)(e + 1);
+    for (size_t o = 0; o < old_size; o++) {
+        const CacheSlot *slot = &m->cache_slots[o];
+        if (slot->length == 0) continue;
+        size_t i = (size_t)m->entries[slot->entry].hash & (size - 1);
+        while (slots[i].length != 0) i = (i + 1) & (size - 1);
+        slots[i] = *slot;
     }
     free(m->cache_slots);
     m->cache_slots = slots;
@@ -330,22 +347,40 @@ static int cache_grow_slots(MergerObject *m) {
     return 0;
 }
 
+/* Pre-tokens longer than this are encoded every time rather than cached (a line of base64 would
+   fill memory); the id arena is emptied with the cache when it passes CACHE_MAX_IDS. */
+#define CACHE_MAX_BYTES 4096
+#define CACHE_MAX_IDS ((size_t)1 << 28)
+
 /* Append the ids of the pre-token s[0..n) to `out`, from the cache or by BPE (then cached). */
+static inline int append_cached(const MergerObject *m, const CacheSlot *c, IdBuffer *out) {
+    if (ids_reserve(out, c->num_ids) < 0) return -1;
+    if (c->num_ids == 1) {
+        out->items[out->size++] = c->ids;
+    } else {
+        memcpy(out->items + out->size, m->id_arena.items + c->ids, sizeof(uint32_t) * c->num_ids);
+        out->size += c->num_ids;
+    }
+    return 0;
+}
+
 static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, IdBuffer *out) {
     const Key key = make_key(s, n);
+    CacheSlot *hot = &m->hot[(key.hash >> 40) & (HOT_SLOTS - 1)];
+    if (hot->length == n && hot->w0 == key.w0 && hot->w1 == key.w1) return append_cached(m, hot, out);  /* (n <= 16) */
     size_t i = (size_t)key.hash & m->cache_mask;
     for (;;) {
-        const uint32_t slot = m->cache_slots[i];
-        if (slot == 0) break;
-        const CacheEntry *e = &m->entries[slot - 1];
-        if (e->key.hash == key.hash && e->key_length == n && e->key.w0 == key.w0 && e->key.w1 == key.w1 &&
-            (n <= 16 || memcmp(m->key_arena + e->key_offset + 16, s + 16, n - 16) == 0)) {
-            if (ids_reserve(out, e->num_ids) < 0) return -1;
-            if (e->num_ids == 1) {
-                out->items[out->size++] = e->first_id;
+        const CacheSlot *c = &m->cache_slots[i];
+        if (c->length == 0) break;
+        if (c->length == n && c->w0 == key.w0 && c->w1 == key.w1 &&
+            (n <= 16 || memcmp(m->key_arena + m->entries[c->entry].key_offset + 16, s + 16, n - 16) == 0)) {
+            if (n <= 16) *hot = *c;
+            if (ids_reserve(out, c->num_ids) < 0) return -1;
+            if (c->num_ids == 1) {
+                out->items[out->size++] = c->ids;
             } else {
-                memcpy(out->items + out->size, m->id_arena.items + e->ids_offset, sizeof(uint32_t) * e->num_ids);
-                out->size += e->num_ids;
+                memcpy(out->items + out->size, m->id_arena.items + c->ids, sizeof(uint32_t) * c->num_ids);
+                out->size += c->num_ids;
             }
             return 0;
         }
@@ -354,11 +389,9 @@ static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, IdBuffer
     if (ids_reserve(out, n) < 0) return -1;
     const Py_ssize_t num_ids = bpe(m, s, n, out->items + out->size);
     if (num_ids < 0) return -1;
-    const uint32_t *ids = out->items + out->size;
     out->size += (size_t)num_ids;
-    /* Cache it, unless it is too long to be worth keeping (a line of base64 would fill memory). */
-    if (n > 4096 || n >= UINT32_MAX) return 0;
-    if (m->cache_size >= m->cache_limit) {
+    if (n > CACHE_MAX_BYTES) return 0;
+    if (m->cache_size >= m->cache_limit || m->id_arena.size + (size_t)num_ids > CACHE_MAX_IDS) {
         if (cache_reset(m) < 0) return -1;
         i = (size_t)key.hash & m->cache_mask;
     }
@@ -376,15 +409,20 @@ static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, IdBuffer
         m->key_arena = arena;
         m->key_capacity = capacity;
     }
-    const size_t ids_offset = m->id_arena.size;
-    if (ids_reserve(&m->id_arena, (size_t)num_ids) < 0) return -1;
-    ids = out->items + out->size - num_ids;
-    memcpy(m->id_arena.items + ids_offset, ids, sizeof(uint32_t) * (size_t)num_ids);
-    m->id_arena.size += (size_t)num_ids;
+    const uint32_t *ids = out->items + out->size - num_ids;
+    uint32_t stored = ids[0];
+    if (num_ids > 1) {
+        stored = (uint32_t)m->id_arena.size;
+        if (ids_reserve(&m->id_arena, (size_t)num_ids) < 0) return -1;
+        ids = out->items + out->size - num_ids;
+        memcpy(m->id_arena.items + stored, ids, sizeof(uint32_t) * (size_t)num_ids);
+        m->id_arena.size += (size_t)num_ids;
+    }
     memcpy(m->key_arena + m->key_size, s, n);
-    m->entries[m->cache_size] = (CacheEntry){key, m->key_size, ids_offset, (uint32_t)n, (uint32_t)num_ids, ids[0]};
+    m->entries[m->cache_size] = (CacheEntry){key.hash, m->key_size};
     m->key_size += n;
-    m->cache_slots[i] = (uint32_t)(++m->cache_size);
+    m->cache_slots[i] = (CacheSlot){key.w0, key.w1, (uint32_t)n, (uint32_t)num_ids, stored, (uint32_t)m->cache_size};
+    m->cache_size++;
     if (2 * m->cache_size > m->cache_mask && cache_grow_slots(m) < 0) return -1;
     return 0;
 }
