@@ -245,6 +245,26 @@ static inline uint64_t mix64(uint64_t h) {
     return h;
 }
 
+static inline uint64_t key_hash_short(uint64_t w0, uint64_t w1, size_t n) {
+    uint64_t h = (w0 ^ ((uint64_t)n << 56)) * 0x9E3779B97F4A7C15ULL;
+    h = (h ^ (h >> 29) ^ w1) * 0xC2B2AE3D27D4EB4FULL;
+    return h ^ (h >> 32);
+}
+
+/* make_key for a pre-token of at most 16 bytes with 16 bytes readable at s: two loads and masks,
+   no branch on the length (word lengths are unpredictable). */
+static inline Key make_key_padded(const uint8_t *s, size_t n) {
+    Key k;
+    uint64_t w0, w1;
+    memcpy(&w0, s, 8);
+    memcpy(&w1, s + 8, 8);
+    const size_t n0 = n < 8 ? n : 8, n1 = n - n0;
+    k.w0 = w0 & (n0 == 8 ? ~0ULL : (1ULL << (8 * n0)) - 1);
+    k.w1 = w1 & (n1 == 8 ? ~0ULL : (1ULL << (8 * n1)) - 1);
+    k.hash = key_hash_short(k.w0, k.w1, n);
+    return k;
+}
+
 static inline Key make_key(const uint8_t *s, size_t n) {
     Key k;
     if (n >= 16) {
@@ -258,9 +278,7 @@ static inline Key make_key(const uint8_t *s, size_t n) {
         k.w1 = 0;
     }
     /* Two multiplies for a short pre-token (most are), then a word at a time for the rest. */
-    uint64_t h = (k.w0 ^ ((uint64_t)n << 56)) * 0x9E3779B97F4A7C15ULL;
-    h = (h ^ (h >> 29) ^ k.w1) * 0xC2B2AE3D27D4EB4FULL;
-    h ^= h >> 32;
+    uint64_t h = key_hash_short(k.w0, k.w1, n);
     for (size_t p = 16; p < n; p += 8) {  /* the rest of a long pre-token */
         uint64_t w;
         if (p + 8 <= n) memcpy(&w, s + p, 8);

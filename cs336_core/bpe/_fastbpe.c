@@ -46,6 +46,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     uint32_t byte_ids[256];
+    uint32_t *byte_pair_rank;  /* [first byte << 8 | second byte]: every pre-token starts as bytes */
     uint32_t *merged_id_of_rank;
     Py_ssize_t num_ranks;
     RankSlot *slots;
@@ -124,6 +125,7 @@ static void merger_free_tables(MergerObject *m) {
     for (uint32_t i = 0; i < m->num_id_objects; i++) Py_XDECREF(m->id_objects[i]);
     PyMem_Free(m->id_objects);
     PyMem_Free(m->slots);
+    PyMem_Free(m->byte_pair_rank);
     PyMem_Free(m->merged_id_of_rank);
     PyMem_Free(m->special_bytes);
     PyMem_Free(m->special_ids);
@@ -133,6 +135,7 @@ static void merger_free_tables(MergerObject *m) {
     m->id_objects = NULL;
     m->num_id_objects = 0;
     m->slots = NULL;
+    m->byte_pair_rank = NULL;
     m->merged_id_of_rank = NULL;
     m->special_bytes = NULL;
     m->special_ids = NULL;
@@ -265,7 +268,7 @@ static Py_ssize_t bpe(const MergerObject *m, const uint8_t *word, size_t len, ui
     const uint32_t no_merge = (uint32_t)m->num_ranks;
     Py_ssize_t n = (Py_ssize_t)len;
     for (Py_ssize_t i = 0; i < n; i++) ids[i] = m->byte_ids[word[i]];
-    for (Py_ssize_t i = 0; i + 1 < n; i++) ranks[i] = pair_rank(m, ids[i], ids[i + 1], no_merge);
+    for (Py_ssize_t i = 0; i + 1 < n; i++) ranks[i] = m->byte_pair_rank[(uint32_t)word[i] << 8 | word[i + 1]];
     while (n > 1) {  /* ranks[i], i < n - 1: the rank of (ids[i], ids[i + 1]) */
         uint32_t best = no_merge;
         Py_ssize_t first = -1, occurrences = 0;
@@ -313,7 +316,7 @@ static Py_ssize_t bpe(const MergerObject *m, const uint8_t *word, size_t len, ui
 #define HOT_SLOTS 16384
 
 static int cache_reset(MergerObject *m) {
-    size_t slots = 1 << 16;
+    size_t slots = 1 << 17;  /* (calloc'd: pages a small text never touches cost nothing) */
     free(m->hot);
     m->hot = calloc(HOT_SLOTS, sizeof(CacheSlot));
     if (m->hot == NULL) return -1;
@@ -352,7 +355,8 @@ static int cache_grow_slots(MergerObject *m) {
 #define CACHE_MAX_BYTES 4096
 #define CACHE_MAX_IDS ((size_t)1 << 28)
 
-/* Append the ids of the pre-token s[0..n) to `out`, from the cache or by BPE (then cached). */
+/* Append the ids of the pre-token s[0..n) to `out`, from the cache or by BPE (then cached);
+   the text's bytes end at `end`. */
 static inline int append_cached(const MergerObject *m, const CacheSlot *c, IdBuffer *out) {
     if (ids_reserve(out, c->num_ids) < 0) return -1;
     if (c->num_ids == 1) {
@@ -364,8 +368,8 @@ static inline int append_cached(const MergerObject *m, const CacheSlot *c, IdBuf
     return 0;
 }
 
-static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, IdBuffer *out) {
-    const Key key = make_key(s, n);
+static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, const uint8_t *end, IdBuffer *out) {
+    const Key key = (n <= 16 && end - s >= 16) ? make_key_padded(s, n) : make_key(s, n);
     CacheSlot *hot = &m->hot[(key.hash >> 40) & (HOT_SLOTS - 1)];
     if (hot->length == n && hot->w0 == key.w0 && hot->w1 == key.w1) return append_cached(m, hot, out);  /* (n <= 16) */
     size_t i = (size_t)key.hash & m->cache_mask;
@@ -438,7 +442,7 @@ static int encode_utf8(MergerObject *m, const uint8_t *s, size_t n, int with_spe
         const size_t special_start = split ? special_find(sp, s, n, pos, &special_len) : n;
         for (size_t p = pos; p < special_start;) {
             const size_t end = pretoken_end(s, special_start, p);
-            if (encode_pretoken(m, s + p, end - p, out) < 0) return -1;
+            if (encode_pretoken(m, s + p, end - p, s + n, out) < 0) return -1;
             p = end;
         }
         if (special_start < n) {
@@ -612,6 +616,14 @@ static int Merger_init(MergerObject *self, PyObject *args, PyObject *kwds) {
         self->slots[i].key = key;
         self->slots[i].rank = rank;
     }
+
+    self->byte_pair_rank = PyMem_Malloc(sizeof(uint32_t) * 65536);
+    if (self->byte_pair_rank == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint32_t pair = 0; pair < 65536; pair++)
+        self->byte_pair_rank[pair] = pair_rank(self, self->byte_ids[pair >> 8], self->byte_ids[pair & 0xFF], (uint32_t)num_ranks);
 
     /* one int object per id */
     if (max_id >= (1u << 30)) {

@@ -73,8 +73,7 @@ static int counts_init_storage(CountsObject *self) {
 }
 
 /* Add `count` to the pre-token s[0..n). 0, or -1 when out of memory (the table is unchanged). */
-static int counts_add(CountsObject *self, const uint8_t *s, size_t n, int64_t count) {
-    const Key key = make_key(s, n);
+static int counts_add_key(CountsObject *self, const uint8_t *s, size_t n, Key key, int64_t count) {
     size_t i = (size_t)key.hash & self->mask;
     for (;;) {
         const uint32_t slot = self->slots[i];
@@ -108,6 +107,10 @@ static int counts_add(CountsObject *self, const uint8_t *s, size_t n, int64_t co
     self->slots[i] = (uint32_t)(++self->size);
     if (2 * self->size > self->mask && counts_grow_slots(self) < 0) return -1;  /* keep it half empty */
     return 0;
+}
+
+static int counts_add(CountsObject *self, const uint8_t *s, size_t n, int64_t count) {
+    return counts_add_key(self, s, n, make_key(s, n), count);
 }
 
 static void counts_clear(CountsObject *self) {
@@ -187,8 +190,17 @@ static int scan_pretokens(const uint8_t *s, size_t n, Specials *sp, EmitFn emit,
     return 0;
 }
 
+/* Counting wants the end of the whole buffer, for make_key_padded's loads. */
+typedef struct {
+    CountsObject *table;
+    const uint8_t *end;
+} CountContext;
+
 static int emit_count(void *context, const uint8_t *s, size_t start, size_t end) {
-    return counts_add((CountsObject *)context, s + start, end - start, 1) < 0 ? -1 : 0;
+    const CountContext *c = context;
+    const size_t n = end - start;
+    const Key key = (n <= 16 && c->end - (s + start) >= 16) ? make_key_padded(s + start, n) : make_key(s + start, n);
+    return counts_add_key(c->table, s + start, n, key, 1) < 0 ? -1 : 0;
 }
 
 PyDoc_STRVAR(Counts_count_doc,
@@ -213,7 +225,8 @@ static PyObject *Counts_count(CountsObject *self, PyObject *args) {
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     valid = utf8_valid_length(s, n);
-    if (valid == n) failed = scan_pretokens(s, n, &sp, emit_count, self);
+    CountContext context = {self, s + n};
+    if (valid == n) failed = scan_pretokens(s, n, &sp, emit_count, &context);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     specials_free(&sp);
