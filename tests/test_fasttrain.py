@@ -273,3 +273,13 @@ def test_runs_across_the_sixteen_byte_steps_end_where_regex_ends_them(run_char):
             for lead in ("", " "):
                 text = lead + run_char * length + ender + run_char * 3
                 assert c_pretokens(text, [EOT]) == reference_pretokens(text, [EOT]), (length, ender, lead)
+
+
+def test_training_on_real_prose_equals_the_reference(tmp_path, monkeypatch):
+    # Real English (the standard library's docstrings: the offline web stand-in), 1 MB, vocab 2,000.
+    from cs336_core.corpora.prose import stdlib_prose
+
+    path = tmp_path / "prose.txt"
+    stdlib_prose(path, max_bytes=1 << 20)
+    fast, pure = train_both_ways(path, 2000, [EOT], monkeypatch, num_workers=2)
+    assert fast == pure and len(fast[1]) == 2000 - 257
