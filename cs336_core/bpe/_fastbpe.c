@@ -366,9 +366,8 @@ static int cache_grow_slots(MergerObject *m) {
 #define CACHE_MAX_IDS ((size_t)1 << 28)
 
 /* Append the ids of the pre-token s[0..n) to `out`, from the cache or by BPE (then cached);
-   the text's bytes end at `end`. */
+   the text's bytes end at `end`. `out` has room for n more ids (a token is at least a byte). */
 static inline int append_cached(const MergerObject *m, const CacheSlot *c, IdBuffer *out) {
-    if (ids_reserve(out, c->num_ids) < 0) return -1;
     if (c->num_ids == 1) {
         out->items[out->size++] = c->ids;
     } else {
@@ -386,7 +385,6 @@ static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, const ui
         w &= n == 8 ? ~0ULL : (1ULL << (8 * n)) - 1;
         hot = hot_slot(m, w, n);
         if (hot->w0 == w && hot->length == n) {
-            if (ids_reserve(out, 1) < 0) return -1;
             out->items[out->size++] = hot->id;
             return 0;
         }
@@ -403,7 +401,6 @@ static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, const ui
         }
         i = (i + 1) & m->cache_mask;
     }
-    if (ids_reserve(out, n) < 0) return -1;
     const Py_ssize_t num_ids = bpe(m, s, n, out->items + out->size);
     if (num_ids < 0) return -1;
     out->size += (size_t)num_ids;
@@ -455,6 +452,8 @@ static int encode_utf8(MergerObject *m, const uint8_t *s, size_t n, int with_spe
     while (pos < n) {
         size_t special_len = 0;
         const size_t special_start = split ? special_find(sp, s, n, pos, &special_len) : n;
+        /* Room for one id a byte and the special token's: no pre-token needs to check. */
+        if (ids_reserve(out, special_start - pos + 1) < 0) return -1;
         for (size_t p = pos; p < special_start;) {
             const size_t end = pretoken_end(s, special_start, p);
             if (encode_pretoken(m, s + p, end - p, s + n, out) < 0) return -1;
@@ -463,7 +462,6 @@ static int encode_utf8(MergerObject *m, const uint8_t *s, size_t n, int with_spe
         if (special_start < n) {
             size_t which = 0;
             while (sp->lengths[which] != special_len || memcmp(sp->bytes[which], s + special_start, special_len) != 0) which++;
-            if (ids_reserve(out, 1) < 0) return -1;
             out->items[out->size++] = m->special_ids[which];
         }
         pos = special_start + special_len;
