@@ -141,5 +141,6 @@ def _encode_in_threads(pieces, workers: int, tokenizer: Tokenizer, invalid_utf8:
             packed = np.array(merger.encode(text), dtype=dtype).tobytes()
         return len(chunk), packed
 
-    mergers = [tokenizer._merger] + [tokenizer.new_merger() for _ in range(workers - 1)]
+    # Fresh Mergers (a few ms each): the tokenizer's own may be in use by the thread that made it.
+    mergers = [tokenizer.new_merger() for _ in range(workers)]
     return map_in_threads(encode, pieces, mergers)
