@@ -452,16 +452,17 @@ static int encode_utf8(MergerObject *m, const uint8_t *s, size_t n, int with_spe
     while (pos < n) {
         size_t special_len = 0;
         const size_t special_start = split ? special_find(sp, s, n, pos, &special_len) : n;
-        /* Room for one id a byte and the special token's: no pre-token needs to check. */
-        if (ids_reserve(out, special_start - pos + 1) < 0) return -1;
         for (size_t p = pos; p < special_start;) {
             const size_t end = pretoken_end(s, special_start, p);
+            /* Room for one id a byte (a token is at least one), grown geometrically. */
+            if (out->capacity - out->size <= end - p && ids_reserve(out, end - p + 1) < 0) return -1;
             if (encode_pretoken(m, s + p, end - p, s + n, out) < 0) return -1;
             p = end;
         }
         if (special_start < n) {
             size_t which = 0;
             while (sp->lengths[which] != special_len || memcmp(sp->bytes[which], s + special_start, special_len) != 0) which++;
+            if (ids_reserve(out, 1) < 0) return -1;
             out->items[out->size++] = m->special_ids[which];
         }
         pos = special_start + special_len;
