@@ -379,6 +379,7 @@ static inline int append_cached(const MergerObject *m, const CacheSlot *c, IdBuf
 
 static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, const uint8_t *end, IdBuffer *out) {
     HotSlot *hot = NULL;
+    Key key;
     if (n <= 8 && end - s >= 8) {  /* the hot table first: one load, one multiply */
         uint64_t w;
         memcpy(&w, s, 8);
@@ -388,8 +389,10 @@ static int encode_pretoken(MergerObject *m, const uint8_t *s, size_t n, const ui
             out->items[out->size++] = hot->id;
             return 0;
         }
+        key = (Key){w, 0, key_hash_short(w, 0, n)};  /* make_key's, from the word already loaded */
+    } else {
+        key = (n <= 16 && end - s >= 16) ? make_key_padded(s, n) : make_key(s, n);
     }
-    const Key key = (n <= 16 && end - s >= 16) ? make_key_padded(s, n) : make_key(s, n);
     size_t i = (size_t)key.hash & m->cache_mask;
     for (;;) {
         const CacheSlot *c = &m->cache_slots[i];

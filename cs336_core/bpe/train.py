@@ -62,13 +62,11 @@ def train_bpe(input_path: str | os.PathLike, vocab_size: int, special_tokens: li
 
 def merge_native(counts, vocab: Vocab, num_merges: int, progress: ProgressFn | None = None) -> Merges:
     """`merge_pretoken_counts` by the C accelerator, over a `_fasttrain.PretokenCounts` (emptied)."""
-    byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
-
     def report(done: int) -> None:
         if progress is not None:
             progress("merge", done, num_merges)
 
-    pairs = FASTTRAIN.train_merges(counts, [byte_id[b] for b in range(256)], [vocab[i] for i in range(len(vocab))],
+    pairs = FASTTRAIN.train_merges(counts, initial_byte_ids(vocab), [vocab[i] for i in range(len(vocab))],
                                    num_merges, report)
     merges: Merges = []
     for a, b in pairs:
@@ -116,6 +114,16 @@ def merge_pretoken_counts(word_counts: dict[bytes, int], vocab: Vocab, num_merge
     return merges
 
 
+def initial_byte_ids(vocab: Vocab) -> list[int]:
+    """The id of each byte 0..255 in an initial vocabulary (special tokens first, then the bytes).
+
+    >>> initial_byte_ids(initial_vocab(["<|endoftext|>"]))[:3]
+    [1, 2, 3]
+    """
+    byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
+    return [byte_id[b] for b in range(256)]
+
+
 def _words_as_ids(word_counts: dict[bytes, int], vocab: Vocab) -> tuple[list[list[int]], list[int]]:
     """The words of two bytes or more as lists of their bytes' ids, and their counts; empties
     `word_counts` as it goes.
@@ -123,7 +131,7 @@ def _words_as_ids(word_counts: dict[bytes, int], vocab: Vocab) -> tuple[list[lis
     >>> _words_as_ids({b"ab": 3, b"c": 9}, initial_vocab(["<|endoftext|>"]))
     ([[98, 99]], [3])
     """
-    byte_id = {token[0]: token_id for token_id, token in vocab.items() if len(token) == 1 and token_id >= len(vocab) - 256}
+    byte_id = initial_byte_ids(vocab)
     words: list[list[int]] = []
     counts: list[int] = []
     while word_counts:
